@@ -1,0 +1,1 @@
+"""The CDK app's constructs: one stack composed of one construct per concern."""

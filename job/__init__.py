@@ -1,0 +1,1 @@
+"""On-instance side: download, prepare, train, checkpoint, watch for spot notices, bootstrap."""
