@@ -15,7 +15,8 @@ def _session():
     return boto3.session.Session()
 
 
-def client(service: str = "s3", *, max_attempts: int = 8, connect_timeout: float = 5, read_timeout: float = 60):
+def client(service: str = "s3", *, max_attempts: int = 8, connect_timeout: float = 5, read_timeout: float = 60,
+           region: str | None = None):
     from botocore.config import Config
 
     config = Config(
@@ -24,7 +25,7 @@ def client(service: str = "s3", *, max_attempts: int = 8, connect_timeout: float
         read_timeout=read_timeout,
         max_pool_connections=32,
     )
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     return _session().client(service, region_name=region, config=config)
 
 

@@ -1,0 +1,4 @@
+"""`python -m launcher` = the `launcher` command."""
+from launcher.cli import main
+
+main()

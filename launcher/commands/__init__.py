@@ -1,0 +1,1 @@
+"""One module per CLI command; each exposes a function that does the work and returns data to print."""

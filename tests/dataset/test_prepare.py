@@ -1,0 +1,156 @@
+"""job.prepare on the real-photo Hub dataset: counts, quirky images, determinism, resume, bad input."""
+from __future__ import annotations
+
+import filecmp
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from job.prepare import PrepareError, prepare
+from job.shards import open_split, read_classes, read_index, sha256_file, ShardReader
+
+SHARD_IMAGES = 150  # several shards from 400 train images, as real data has many
+
+
+@pytest.fixture(scope="module")
+def prepared(hub_dataset, tmp_path_factory):
+    source, summary = hub_dataset
+    out = tmp_path_factory.mktemp("prepared")
+    result = prepare(source, out, workers=1, shard_images=SHARD_IMAGES, progress=False)
+    return out, result, summary
+
+
+def source_rows(source: Path, split: str) -> list[tuple[bytes, int]]:
+    rows = []
+    for path in sorted((source / "data").glob(f"{split}-*.parquet")):
+        table = pq.read_table(path)
+        rows += [(img["bytes"], label) for img, label in zip(table.column("image").to_pylist(),
+                                                             table.column("label").to_pylist())]
+    return rows
+
+
+def all_files(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+def test_counts_classes_and_corrupt_report(prepared):
+    out, result, summary = prepared
+    index = read_index(out)
+    corrupt = {split: q.get("corrupt", 0) for split, q in summary["quirks"].items()}
+    assert corrupt["train"] > 0 and corrupt["validation"] > 0
+    for split in ("train", "validation"):
+        info = index["splits"][split]
+        assert info["count"] == summary["counts"][split] - corrupt[split]
+        assert info["skipped_corrupt"] == corrupt[split] == len(info["skipped"])
+        assert all("truncated" in item["error"] and item["path"].endswith(".JPEG") for item in info["skipped"])
+        assert sum(s["count"] for s in info["shards"]) == info["count"] == len(open_split(out, split))
+        for shard in info["shards"]:
+            assert (out / shard["data"]).stat().st_size == shard["bytes"]
+            assert sha256_file(out / shard["data"]) == shard["sha256"]
+    assert len(index["splits"]["train"]["shards"]) == 3
+    assert read_classes(out) == summary["classes"] and index["num_classes"] == len(summary["classes"])
+    assert result["images"] == index["splits"]["train"]["count"] + index["splits"]["validation"]["count"]
+    assert result["skipped_corrupt"] == corrupt["train"] + corrupt["validation"]
+    assert result["images_per_s"] > 0 and result["shards_written"] == 4
+
+
+def test_every_image_is_rgb_jpeg_resized_with_its_label(prepared, hub_dataset):
+    out, _, _ = prepared
+    source, _ = hub_dataset
+    index = read_index(out)
+    seen_modes = set()
+    for split in ("train", "validation"):
+        short_side = index["splits"][split]["short_side"]
+        rows = source_rows(source, split)
+        data = open_split(out, split)
+        reader = ShardReader(data)
+        for sample, entry in enumerate(data.entries):
+            original_bytes, label = rows[entry["source_row"]]
+            assert entry["label"] == label
+            with Image.open(io.BytesIO(original_bytes)) as original:
+                seen_modes.add(original.format if original.format == "PNG" else original.mode)
+                ow, oh = original.size
+                grayscale = original.mode == "L"
+            with Image.open(io.BytesIO(bytes(reader.jpeg(sample)))) as stored:
+                assert stored.format == "JPEG" and stored.mode == "RGB"
+                assert stored.size == (entry["width"], entry["height"])
+                assert min(stored.size) == min(short_side, min(ow, oh))
+                assert abs(stored.size[0] / stored.size[1] - ow / oh) < 0.02
+                if grayscale:  # grey in, grey out: the three channels agree (up to JPEG chroma noise)
+                    pixels = np.asarray(stored).astype(int)
+                    assert np.abs(pixels[..., 0] - pixels[..., 1]).mean() < 2
+    assert {"L", "CMYK", "PNG", "RGB"} <= seen_modes  # the quirky inputs really were there and got through
+
+
+def test_output_is_identical_with_two_workers_via_cli(prepared, hub_dataset, tmp_path):
+    out, _, _ = prepared
+    source, _ = hub_dataset
+    other = tmp_path / "two-workers"
+    proc = subprocess.run([sys.executable, "-m", "job.prepare", "--source", str(source), "--out", str(other),
+                           "--workers", "2", "--shard-images", str(SHARD_IMAGES), "--no-progress"],
+                          capture_output=True, text=True, timeout=120, check=True)
+    summary = json.loads(proc.stdout)
+    assert summary["workers"] == 2 and summary["images"] > 0 and summary["seconds"] > 0
+    assert set(summary) >= {"images", "skipped_corrupt", "seconds", "images_per_s"}
+    files = all_files(out)
+    assert files == all_files(other)
+    _, mismatch, errors = filecmp.cmpfiles(out, other, files, shallow=False)
+    assert mismatch == [] and errors == []
+
+
+def test_interrupted_prepare_redoes_only_missing_shards(prepared, hub_dataset, tmp_path):
+    out, _, _ = prepared
+    source, _ = hub_dataset
+    work = tmp_path / "resume"
+    shutil.copytree(out, work)
+    (work / "index.json").unlink()
+    # shard 1: killed mid-write (temp data file, no record); shard 2 of validation: never started
+    (work / "shards/train-00001.json").unlink()
+    os.replace(work / "shards/train-00001.bin", work / "shards/train-00001.bin.tmp")
+    with open(work / "shards/train-00001.bin.tmp", "r+b") as handle:
+        handle.truncate(1000)
+    for suffix in (".bin", ".idx.npy", ".json"):
+        (work / f"shards/validation-00000{suffix}").unlink()
+    untouched = {name: (work / name).stat().st_mtime_ns for name in ("shards/train-00000.bin", "shards/train-00002.bin")}
+
+    result = prepare(source, work, workers=1, shard_images=SHARD_IMAGES, progress=False)
+
+    assert result["shards_written"] == 2 and result["shards_skipped"] == 2
+    assert result["processed_this_run"] == SHARD_IMAGES + 100
+    assert {name: (work / name).stat().st_mtime_ns for name in untouched} == untouched
+    files = all_files(out)
+    assert all_files(work) == files  # the temp file is gone, everything is back
+    _, mismatch, errors = filecmp.cmpfiles(out, work, files, shallow=False)
+    assert mismatch == [] and errors == []
+
+
+def test_rerun_with_other_settings_refuses_instead_of_mixing(prepared, hub_dataset, tmp_path):
+    out, _, _ = prepared
+    source, _ = hub_dataset
+    work = tmp_path / "copy"
+    shutil.copytree(out, work)
+    with pytest.raises(PrepareError, match="new --out"):
+        prepare(source, work, workers=1, shard_images=SHARD_IMAGES, short_side=128, progress=False)
+
+
+def test_bad_source_gives_errors_naming_the_fix(hub_dataset, tmp_path):
+    source, _ = hub_dataset
+    with pytest.raises(PrepareError, match="job.download"):
+        prepare(tmp_path / "nowhere", tmp_path / "out", progress=False)
+    partial = tmp_path / "partial"
+    shutil.copytree(source, partial)
+    (partial / "data/train-00001-of-00002.parquet").unlink()
+    with pytest.raises(PrepareError, match="incomplete.*job.download"):
+        prepare(partial, tmp_path / "out", progress=False)
+    proc = subprocess.run([sys.executable, "-m", "job.prepare", "--source", str(partial), "--out",
+                           str(tmp_path / "out"), "--splits", "test"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "no test-*.parquet" in proc.stderr
