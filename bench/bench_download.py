@@ -25,6 +25,7 @@ import urllib.request
 from pathlib import Path
 
 from job.download import download
+from job.integrity import sha256_file
 from job.testing.photos import make_hub_dataset
 
 REPO = "ILSVRC/imagenet-1k"
@@ -91,8 +92,12 @@ def main(argv=None) -> int:
     root = dataset(args.classes, args.per_class, args.shards)
     files = sorted(p.relative_to(root).as_posix() for p in (root / "data").glob("*.parquet"))
     nbytes = sum((root / f).stat().st_size for f in files)
+    started = time.perf_counter()
+    for rel in files:
+        sha256_file(root / rel)
     result = {"bench": "download", "files": len(files), "bytes": nbytes, "workers": args.workers,
-              "machine": f"{os.cpu_count()}-core", "unthrottled": compare(root, files, nbytes, args.workers, None)}
+              "machine": f"{os.cpu_count()}-core", "sha256_all_files_s": round(time.perf_counter() - started, 2),
+              "unthrottled": compare(root, files, nbytes, args.workers, None)}
     if args.throttle_mbps:
         result["throttled"] = compare(root, files, nbytes, args.workers, args.throttle_mbps * 1e6)
     print(json.dumps(result), flush=True)

@@ -5,8 +5,8 @@
 Same run, same real-photo images (job/testing/photos.py, Hub parquet layout), one process each:
 - baseline: the hand-made way: for each parquet row, PIL open, convert("RGB"), save one JPEG per image into
   class folders (PIL's default quality, full size);
-- ours: `job.prepare.prepare(workers=1)`: draft decode, resize to the short side, encode q90, pack into shards.
-Then a section timing of our per-image steps (parquet read, decode with and without draft, resize, encode,
+- ours: `job.prepare.prepare(workers=1)`: DCT-scaled decode, resize to the short side, encode q90, pack.
+Then a section timing of our per-image steps (parquet read, full vs DCT-scaled decode, resize, encode,
 write), and a sweep over short sides: prepare images/s, bytes per image, loader images/s at 176 px.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from job.bench_loader import measure
-from job.prepare import DEFAULT_QUALITY, DEFAULT_SHORT_SIDE, prepare
+from job.prepare import DEFAULT_QUALITY, DEFAULT_SHORT_SIDE, _decode_scaled_jpeg, prepare
 from job.testing.photos import make_hub_dataset
 
 
@@ -48,7 +48,7 @@ def handmade(source: Path, out: Path, names: list[str]) -> dict:
 
 def sections(source: Path, short_side: int, quality: int, limit: int = 400) -> dict:
     """Per-image milliseconds of each step of job.prepare.resized_jpeg, timed separately."""
-    totals = dict.fromkeys(("parquet_read", "decode_full", "decode_draft", "resize", "encode", "write"), 0.0)
+    totals = dict.fromkeys(("parquet_read", "decode_full", "decode_scaled", "resize", "encode", "write"), 0.0)
     count = 0
     started = time.perf_counter()
     table = pq.read_table(sorted((source / "data").glob("train-*.parquet"))[0])
@@ -60,33 +60,28 @@ def sections(source: Path, short_side: int, quality: int, limit: int = 400) -> d
         t0 = time.perf_counter()
         Image.open(io.BytesIO(data)).convert("RGB")
         t1 = time.perf_counter()
-        im = Image.open(io.BytesIO(data))
-        w, h = im.size
-        scale = min(1.0, short_side / min(w, h))
-        target = (max(1, round(w * scale)), max(1, round(h * scale)))
-        im.draft("RGB", target)
-        im = im.convert("RGB")
+        im, target = _decode_scaled_jpeg(data, short_side)  # what job.prepare does: DCT scaling by M/8
         t2 = time.perf_counter()
         if im.size != target:
-            im = im.resize(target, Image.Resampling.BICUBIC)
+            im = im.resize(target, Image.Resampling.BILINEAR)
         t3 = time.perf_counter()
         buf = io.BytesIO()
         im.save(buf, "JPEG", quality=quality)
         t4 = time.perf_counter()
         sink.write(buf.getvalue())
         t5 = time.perf_counter()
-        for key, value in zip(("decode_full", "decode_draft", "resize", "encode", "write"),
+        for key, value in zip(("decode_full", "decode_scaled", "resize", "encode", "write"),
                               (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
             totals[key] += value
         count += 1
     per_image = {key: round(1000 * value / (count if key != "parquet_read" else len(table)), 3)
                  for key, value in totals.items()}
-    ours = per_image["parquet_read"] + per_image["decode_draft"] + per_image["resize"] + per_image["encode"] \
+    ours = per_image["parquet_read"] + per_image["decode_scaled"] + per_image["resize"] + per_image["encode"] \
         + per_image["write"]
     return {"ms_per_image": per_image,
             "share_of_ours": {k: round(per_image[k] / ours, 3)
-                              for k in ("parquet_read", "decode_draft", "resize", "encode", "write")},
-            "draft_decode_speedup": round(per_image["decode_full"] / per_image["decode_draft"], 2)}
+                              for k in ("parquet_read", "decode_scaled", "resize", "encode", "write")},
+            "scaled_decode_speedup": round(per_image["decode_full"] / per_image["decode_scaled"], 2)}
 
 
 def main(argv=None) -> int:

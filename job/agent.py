@@ -84,7 +84,7 @@ def ready_marker(dataset: str) -> Path:
 
 
 def data_step(spec, s3, python: str) -> str:
-    """Make the prepared dataset complete locally; returns how ('local', 'restored', 'prepared')."""
+    """Make the prepared dataset complete locally; returns {"how": local|restored|prepared, bytes, seconds...}."""
     from job.s3 import get_json
 
     name = spec.dataset.name
@@ -92,14 +92,14 @@ def data_step(spec, s3, python: str) -> str:
     marker = ready_marker(name)
     if marker.exists() and (prepared / "index.json").exists():
         log.info("prepared dataset %s already complete at %s", name, prepared)
-        return "local"
+        return {"how": "local"}
     manifest = get_json(s3, spec.bucket, layout.dataset_manifest_key(name))
     if manifest is not None:
         from job.mirror import restore
 
         log.info("restoring %s from s3://%s/%s (%d files)", name, spec.bucket, layout.dataset_prefix(name),
                  len(manifest.get("files", {})))
-        restore(spec.bucket, layout.dataset_prefix(name), prepared)
+        summary = restore(spec.bucket, layout.dataset_prefix(name), prepared)
         how = "restored"
     else:
         hub = paths.hub_dir(spec.dataset.repo_id)
@@ -115,12 +115,12 @@ def data_step(spec, s3, python: str) -> str:
         run_checked(prepare, "prepare")
         from job.mirror import mirror
 
-        mirror(prepared, spec.bucket, layout.dataset_prefix(name))
+        summary = mirror(prepared, spec.bucket, layout.dataset_prefix(name))
         how = "prepared"
     if not (prepared / "index.json").exists():
         raise AgentError(f"{prepared}/index.json is missing after the data step ({how})")
     marker.write_text(json.dumps({"how": how, "time": time.time()}))
-    return how
+    return {"how": how, **{k: summary.get(k) for k in ("bytes", "files_transferred", "files_skipped", "seconds")}}
 
 
 def run_checked(cmd: list[str], what: str) -> None:
@@ -206,8 +206,8 @@ def run_agent(bucket: str, run: str, *, python: str, tmux_session: str | None = 
         records.event("agent", step="start", previous_state=previous, from_step=latest and latest.get("global_step"))
 
     with timer("data"):
-        how = data_step(spec, s3, python)
-    records.event("data", how=how, seconds=timer.seconds["data"])
+        data = data_step(spec, s3, python)
+    records.event("agent", step="data", **{**data, "seconds": timer.seconds["data"]})
 
     pending = notice_pending()
     if pending:

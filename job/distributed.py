@@ -51,11 +51,12 @@ def setup(timeout_min: float = 30.0) -> DistContext:
     return DistContext(rank, world_size, local_rank, device, backend, control)
 
 
-def agree_any(ctx: DistContext, *flags: int) -> list[bool]:
-    """Every rank learns, for each flag, whether any rank raised it (all-reduce MAX on the control group)."""
-    tensor = torch.tensor([int(bool(f)) for f in flags], dtype=torch.int32)
+def agree_max(ctx: DistContext, *flags: int) -> list[int]:
+    """Every rank learns, for each flag, the largest value any rank holds (all-reduce MAX, control group);
+    0 = nobody raised it."""
+    tensor = torch.tensor([int(f) for f in flags], dtype=torch.int64)
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=ctx.control)
-    return [bool(v) for v in tensor.tolist()]
+    return [int(v) for v in tensor.tolist()]
 
 
 def sum_floats(ctx: DistContext, *values: float) -> list[float]:

@@ -28,6 +28,7 @@ import argparse
 import fnmatch
 import json
 import os
+import shutil
 import sys
 import threading
 import time
@@ -36,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from job.integrity import VerifiedFiles, ensure_free_space, hash_file, human_bytes
+from job.integrity import VerifiedFiles, ensure_free_space, hash_file
 
 DEFAULT_REPO = "ILSVRC/imagenet-1k"
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -198,7 +199,7 @@ class _Downloader:
         part.parent.mkdir(parents=True, exist_ok=True)
         for attempt in range(1, ATTEMPTS + 1):
             url = hf_hub_url(self.repo_id, f.path, repo_type="dataset", revision=self.commit, endpoint=self.endpoint)
-            meta = get_hf_file_metadata(url, token=self.token or False, endpoint=self.endpoint)
+            meta = get_hf_file_metadata(url, token=self.token or False, endpoint=self.endpoint, retry_on_errors=True)
             headers = build_hf_headers(token=self.token or False)
             if urlsplit(meta.location).netloc != urlsplit(url).netloc:
                 headers.pop("authorization", None)  # a signed CDN URL: the token stays on the Hub
@@ -275,6 +276,9 @@ def download(repo_id: str = DEFAULT_REPO, out_dir=None, revision: str = "main", 
             _run_parallel(downloader, missing, workers, repo_id, endpoint, token)
     finally:
         bar.bar.close()
+    partials = out / PARTIAL_DIR
+    if partials.is_dir() and not any(p.is_file() for p in partials.rglob("*")):
+        shutil.rmtree(partials)  # only empty folders left: every file arrived
     seconds = time.monotonic() - started
     return {
         "repo": repo_id, "revision": revision, "commit": commit, "out": str(out), "splits": splits,

@@ -60,16 +60,15 @@ def instance_identity(spec: RunSpec) -> dict:
 
 # --- small pieces ----------------------------------------------------------------------------------------
 class Signals:
-    """Flags set by signal handlers; read at step boundaries."""
+    """Flags set by signal handlers (stop holds the signal number); read at step boundaries."""
 
     def __init__(self):
         self.stop = 0
         self.checkpoint = 0
-        self.stop_reason = ""
 
     def install(self) -> None:
         def on_stop(signum, _frame):
-            self.stop, self.stop_reason = 1, signal.Signals(signum).name
+            self.stop = int(signum)
 
         def on_checkpoint(_signum, _frame):
             self.checkpoint = 1
@@ -190,6 +189,7 @@ class Trainer:
         self.history: list[dict] = []
         self.epoch_loss = torch.zeros((), device=self.device, dtype=torch.float64)  # this rank's sum of step losses
         self.epoch_elapsed_before = 0.0      # seconds of this epoch spent before a resume
+        self.stop_reason = ""
         self.records = self.status = self.store = None
         if ctx.is_main:
             self._open_records()
@@ -360,9 +360,13 @@ class Trainer:
         due = 0
         if self.ctx.is_main:
             due = int(time.monotonic() - self.last_checkpoint_time >= self.cfg.checkpoint_every_min * 60)
-        stop, requested = distributed.agree_any(self.ctx, self.signals.stop, self.signals.checkpoint or due)
+        stop, requested = distributed.agree_max(self.ctx, self.signals.stop, self.signals.checkpoint or due)
         self.signals.checkpoint = 0
-        if stop or (self.max_steps and self.global_step >= self.max_steps):
+        if stop:
+            self.stop_reason = signal.Signals(stop).name   # the same on every rank, whichever got the signal
+            return "stop"
+        if self.max_steps and self.global_step >= self.max_steps:
+            self.stop_reason = f"max-steps {self.max_steps}"
             return "stop"
         return "checkpoint" if requested else None
 
@@ -446,13 +450,13 @@ class Trainer:
                 action = self._step_boundary()
                 if action == "stop":
                     progress.close()
-                    return self._interrupt(self.signals.stop_reason or f"max-steps {self.max_steps}")
+                    return self._interrupt(self.stop_reason)
                 if action == "checkpoint":
                     self._checkpoint("periodic or SIGUSR2")
             progress.close()
             outcome = self._finish_epoch()
             if outcome == "stop":
-                return self._interrupt(self.signals.stop_reason or "stop during evaluation")
+                return self._interrupt(self.stop_reason)
             if outcome == "target":
                 break
         return self._finish()
@@ -465,6 +469,8 @@ class Trainer:
         if last or self.cfg.target_top1 > 0 or (self.epoch + 1) % self.cfg.eval_every == 0:
             val = self._evaluate()
             if val is None:
+                stop, = distributed.agree_max(self.ctx, self.signals.stop)
+                self.stop_reason = signal.Signals(stop).name
                 return "stop"
         line = self._epoch_line(val)
         if self.ctx.is_main:
@@ -484,9 +490,9 @@ class Trainer:
         return "target" if reached else None
 
     def _finish(self) -> int:
-        stop, = distributed.agree_any(self.ctx, self.signals.stop)
+        stop, = distributed.agree_max(self.ctx, self.signals.stop)
         if stop:  # a signal during the last evaluation: the epoch-end checkpoint doubles as the notice one
-            return self._interrupt(self.signals.stop_reason or "stop signal")
+            return self._interrupt(signal.Signals(stop).name)
         code = 0
         if self.ctx.is_main:
             future = self.store.pending(self.global_step)

@@ -72,7 +72,15 @@ def push_package(remote, run: str, package: Package) -> bool:
     parent = f"{remote.data_dir}/pkg"
     remote.check(f"mkdir -p {shlex.quote(parent)}", "creating the package directory")
     upload = f"{parent}/.{run}.{package.sha256[:12]}.tar.gz"
-    remote.conn.put(str(package.path), remote=upload)
+    import paramiko
+
+    from launcher.errors import LauncherError
+
+    try:
+        remote.conn.put(str(package.path), remote=upload)
+    except (OSError, EOFError, paramiko.SSHException) as exc:
+        raise LauncherError(f"copying the job package to {remote.conn.host}:{upload} over SFTP failed: {exc}. "
+                            "Check free space in $SPOT_DATA_DIR and that sshd offers the sftp subsystem.") from exc
     staging = f"{parent}/.{run}.staging"
     q = shlex.quote
     remote.check(

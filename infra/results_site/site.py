@@ -43,7 +43,7 @@ class ResultsSite(Construct):
         self.function = lambda_.Function(
             self, "Function",
             runtime=lambda_.Runtime.PYTHON_3_12,
-            code=lambda_.Code.from_asset(str(RUNTIME_DIR)),
+            code=lambda_.Code.from_asset(str(RUNTIME_DIR), exclude=["__pycache__", "*.pyc"]),
             handler="handler.handler",
             role=self.role,
             log_group=log_group,

@@ -53,6 +53,10 @@ class FlakyProxy:
 
     def stop(self) -> None:
         self._stopping = True
+        try:
+            self._server.shutdown(socket.SHUT_RDWR)   # wakes the blocked accept() (close alone does not)
+        except OSError:
+            pass
         self._server.close()
         if self._thread:
             self._thread.join(timeout=5)

@@ -104,6 +104,7 @@ class LocalSshd:
             # The machine running tests is often root; a real instance logs in as ubuntu, same thing here.
             "PermitRootLogin yes",
             "AllowTcpForwarding no",
+            "Subsystem sftp internal-sftp",   # Fabric's put() uses SFTP, as on a stock Ubuntu instance
             "X11Forwarding no",
             "PrintMotd no",
             "LogLevel INFO",

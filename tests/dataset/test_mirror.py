@@ -95,7 +95,7 @@ def test_interrupted_upload_is_not_complete(bucket, aws, tmp_path):
     from job.s3 import client
 
     s3 = client("s3")
-    files = make_prepared(tmp_path / "prepared", big_mib=96)
+    files = make_prepared(tmp_path / "prepared", big_mib=48)
     env = {**os.environ, **aws.env, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     proc = subprocess.Popen([sys.executable, "-m", "job.mirror", "upload", "--bucket", bucket, "--name", NAME,
                              "--dir", str(tmp_path / "prepared"), "--concurrency", "1", "--no-progress"],
@@ -151,8 +151,12 @@ def test_damaged_mirror_object_is_retried_then_a_clear_error(bucket, tmp_path, c
     assert (restored / "train/shard-00000.tar").exists()  # the good files stay, a re-run skips them
 
 
-def test_bad_inputs_are_refused(bucket, tmp_path):
+def test_bad_inputs_are_refused(bucket, tmp_path, capsys):
+    from job.mirror import main
     from job.s3 import client, put_json
+
+    assert main(["restore", "--bucket", bucket, "--name", NAME, "--dir", str(tmp_path / "r"), "--no-progress"]) == 2
+    assert f"error: no prepared dataset mirror at s3://{bucket}/{PREFIX}" in capsys.readouterr().err
 
     with pytest.raises(MirrorError, match="run `python -m job.prepare` first"):
         mirror(tmp_path / "nothing", bucket, PREFIX, progress=False)

@@ -259,6 +259,7 @@ def test_results_site_is_a_python_lambda_behind_a_public_function_url(synthesize
     # The asset is the runtime folder (the handler module is in it).
     asset = synthesized.outdir / f"asset.{props['Code']['S3Key'].split('.')[0]}"
     assert (asset / "handler.py").is_file()
+    assert not list(asset.rglob("__pycache__"))
 
 
 # ---- cost guard, interruption events, outputs ------------------------------------------------------------

@@ -87,8 +87,8 @@ def test_rebalance_sends_one_sigusr2_and_training_continues(imds, bucket, procs,
     assert [s["signal"] for s in signals(run_dir)] == ["SIGUSR2"]
     assert watcher.poll() is None, watcher.stderr.read()
     assert trainer.poll() is None
-    state = json.loads((run_dir / "trainer.json").read_text())
-    assert state["state"] == "training" and state["last_durable"] is not None
+    wait_for(lambda: (lambda st: st["state"] == "training" and st["last_durable"])(
+        json.loads((run_dir / "trainer.json").read_text())), 10, "the early checkpoint, training on")
     assert [e["type"] for e in _events(bucket, "r3")] == ["rebalance"]
     imds.schedule_notice(in_s=0)
     assert watcher.wait(30) == 0 and trainer.wait(10) == 0

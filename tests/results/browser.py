@@ -91,6 +91,7 @@ class Page:
         self.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=scale,
                   mobile=mobile)
         self.events.clear()
+        self.problems = []
         self.call("Page.navigate", url=url)
         self.wait_for("Page.loadEventFired")
         self.settle()

@@ -229,6 +229,9 @@ def test_query_strings_are_ignored():
 
 
 def test_missing_configuration_names_the_fix(monkeypatch):
+    monkeypatch.setenv("RECORDS_PREFIX", "/runs")
+    response = invoke("/")
+    assert response["statusCode"] == 500 and "must be a relative S3 prefix ending in &#x27;/&#x27;" in response["body"]
     monkeypatch.delenv("BUCKET_NAME")
     response = invoke("/")
     assert response["statusCode"] == 500 and "BUCKET_NAME is not set" in response["body"]

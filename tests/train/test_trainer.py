@@ -75,8 +75,11 @@ def test_loss_falls_and_accuracy_rises_far_above_chance(reference):
     assert not list((run_dir / "pids").glob("*.pid"))  # removed at a clean exit
 
 
-def test_sigusr1_stop_and_resume_is_bit_identical(reference, prepared, moto_server, tmp_path):
-    run_dir = tmp_path / "run"
+@pytest.fixture(scope="module")
+def relaunched(reference, prepared, moto_server, tmp_path_factory):
+    """One run across three launches, as spot would do it: 2 processes stopped by SIGUSR1 at a step the test
+    picks; relaunched on 2 processes up to the end of epoch 1 (--max-steps); then (in a test) on 1 process."""
+    run_dir = tmp_path_factory.mktemp("relaunched")
     spec = write_spec(run_dir / "spec.json", reference["bucket"], run="sig-" + uuid.uuid4().hex[:6])
     env = trainer_env(moto_server.env)
     proc = subprocess.Popen(torchrun_cmd(spec, prepared, run_dir), cwd=REPO, env=env, stdout=subprocess.PIPE,
@@ -84,6 +87,7 @@ def test_sigusr1_stop_and_resume_is_bit_identical(reference, prepared, moto_serv
     try:
         wait_for(lambda: (run_dir / "trainer.json").exists() and trainer_json(run_dir)["global_step"] >= 5,
                  timeout=120, what="global step 5")
+        pids = sorted(p.name for p in (run_dir / "pids").glob("*.pid"))
         rank1 = int((run_dir / "pids" / "rank1.pid").read_text())
         os.kill(rank1, signal.SIGUSR1)  # any rank: the all-reduce makes every rank stop at the same step
         output, _ = proc.communicate(timeout=120)
@@ -91,63 +95,76 @@ def test_sigusr1_stop_and_resume_is_bit_identical(reference, prepared, moto_serv
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, output[-4000:]
-    status = trainer_json(run_dir)
-    stopped = status["global_step"]
-    assert status["state"] == "interrupted" and 5 <= stopped < reference["total"]
-    assert status["last_durable"]["global_step"] == stopped
-    pointer = get_json(reference["client"], reference["bucket"], layout.latest_checkpoint_key(json.loads(spec.read_text())["run"]))
-    assert pointer["global_step"] == stopped
-    local_meta = json.loads((run_dir / "checkpoints" / f"step-{stopped:09d}.pt.json").read_text())
-    assert local_meta["sha256"] == pointer["sha256"]
-    interrupted = [e for e in events(run_dir) if e.get("state") == "interrupted"]
-    assert interrupted and interrupted[0]["reason"] == "SIGUSR1" and interrupted[0]["durable"] is True
+    run = json.loads(spec.read_text())["run"]
+    stopped = {"status": trainer_json(run_dir), "events": events(run_dir), "pids": pids,
+               "pointer": get_json(reference["client"], reference["bucket"], layout.latest_checkpoint_key(run))}
+    epoch_end = 2 * steps_per_epoch(prepared)
+    second = run_trainer(spec, prepared, run_dir, env, max_steps=epoch_end)
+    _assert_ok(second)
+    return {"run_dir": run_dir, "spec": spec, "env": env, "run": run, "stopped": stopped, "epoch_end": epoch_end,
+            "second": second, "second_status": trainer_json(run_dir), "state_at_epoch_end": _final_state(run_dir, epoch_end)}
 
-    resumed = run_trainer(spec, prepared, run_dir, env)
-    _assert_ok(resumed)
-    assert f"resumed from {run_dir / 'checkpoints'}" in resumed.stderr
-    assert trainer_json(run_dir)["state"] == "finished"
-    ours, theirs = _final_state(run_dir, reference["total"]), _final_state(reference["run_dir"], reference["total"])
+
+def test_sigusr1_stop_and_resume_is_bit_identical(reference, relaunched):
+    stopped = relaunched["stopped"]
+    assert stopped["pids"] == ["rank0.pid", "rank1.pid"]
+    status = stopped["status"]
+    step = status["global_step"]
+    assert status["state"] == "interrupted" and 5 <= step < relaunched["epoch_end"]
+    # durable before the trainer said "interrupted": pointer, local sidecar and trainer.json agree
+    assert status["last_durable"]["global_step"] == step == stopped["pointer"]["global_step"]
+    local_meta = json.loads((relaunched["run_dir"] / "checkpoints" / f"step-{step:09d}.pt.json").read_text())
+    assert local_meta["sha256"] == stopped["pointer"]["sha256"]
+    head = reference["client"].head_object(Bucket=reference["bucket"], Key=stopped["pointer"]["key"])
+    assert head["ContentLength"] == stopped["pointer"]["size"]
+    interrupted = [e for e in stopped["events"] if e.get("state") == "interrupted"]
+    assert len(interrupted) == 1 and interrupted[0]["reason"] == "SIGUSR1" and interrupted[0]["durable"] is True
+
+    second = relaunched["second"]
+    assert f"resumed from {relaunched['run_dir'] / 'checkpoints'}" in second.stderr
+    assert relaunched["second_status"]["state"] == "interrupted"  # --max-steps
+    assert relaunched["second_status"]["global_step"] == relaunched["epoch_end"]
+    ours = relaunched["state_at_epoch_end"]
+    theirs = _final_state(reference["run_dir"], relaunched["epoch_end"])
     for name, tensor in theirs["model"].items():
         assert torch.equal(ours["model"][name], tensor), name
     for index, slot in theirs["optimizer"]["state"].items():
         assert torch.equal(ours["optimizer"]["state"][index]["momentum_buffer"], slot["momentum_buffer"])
     assert ours["scheduler"] == theirs["scheduler"]
-    # the epoch lines agree too, though the run crossed an interruption
-    ref_epochs, our_epochs = metrics(reference["run_dir"], "epoch"), metrics(run_dir, "epoch")
-    assert [(e["top1"], e["val_loss"]) for e in our_epochs] == [(e["top1"], e["val_loss"]) for e in ref_epochs]
-    assert our_epochs[-1]["train_loss"] == pytest.approx(ref_epochs[-1]["train_loss"], rel=1e-9)
+    # the epoch-0 line (in the checkpoint's metrics) agrees too, though that epoch crossed the interruption
+    ref_epoch0 = metrics(reference["run_dir"], "epoch")[0]
+    (our_epoch0,) = ours["metrics"]
+    assert (our_epoch0["top1"], our_epoch0["val_loss"]) == (ref_epoch0["top1"], ref_epoch0["val_loss"])
+    assert our_epoch0["train_loss"] == pytest.approx(ref_epoch0["train_loss"], rel=1e-9)
 
 
-def test_resume_on_one_process_with_accumulation_keeps_the_schedule(reference, prepared, moto_server, tmp_path):
-    run_dir = tmp_path / "run"
-    spec = write_spec(run_dir / "spec.json", reference["bucket"], run="ws-" + uuid.uuid4().hex[:6])
-    env = trainer_env(moto_server.env)
-    stop_at = steps_per_epoch(prepared) + 6  # mid-epoch 1
-    first = run_trainer(spec, prepared, run_dir, env, nproc=2, max_steps=stop_at)
-    _assert_ok(first)
-    assert trainer_json(run_dir)["state"] == "interrupted" and trainer_json(run_dir)["global_step"] == stop_at
-
-    second = run_trainer(spec, prepared, run_dir, env, nproc=1)
-    _assert_ok(second)
+def test_resume_on_one_process_with_accumulation_keeps_the_schedule(reference, relaunched, prepared):
+    run_dir = relaunched["run_dir"]
+    third = run_trainer(relaunched["spec"], prepared, run_dir, relaunched["env"], nproc=1)
+    _assert_ok(third)
     status = trainer_json(run_dir)
     assert (status["state"], status["global_step"]) == ("finished", reference["total"])
     assert (status["world_size"], status["accum"], status["micro_batch"]) == (1, 2, 16)
-    assert "saved with 2 processes x 1 accumulation, now 1 x 2" in second.stderr
-    # the same LR at every global step, and no step lost or repeated
-    ours = {s["global_step"]: s["lr"] for s in metrics(run_dir, "step")}
+    assert "saved with 2 processes x 1 accumulation, now 1 x 2" in third.stderr
+    # the same LR at every global step across the three launches, and no step lost or repeated
+    steps = metrics(run_dir, "step")
+    assert sorted(s["global_step"] for s in steps) == list(range(1, reference["total"] + 1))
     theirs = {s["global_step"]: s["lr"] for s in metrics(reference["run_dir"], "step")}
-    assert ours == theirs and sorted(ours) == list(range(1, reference["total"] + 1))
+    assert {s["global_step"]: s["lr"] for s in steps} == theirs
+    # epoch 1's evaluation ran after the relaunch (the stop came before it) on bit-identical weights
+    ref_epochs = metrics(reference["run_dir"], "epoch")
+    assert [e["epoch"] for e in metrics(run_dir, "epoch")] == [0, 1, 2]
+    assert metrics(run_dir, "epoch")[1]["top1"] == ref_epochs[1]["top1"]
     # parameters and momentum match to float tolerance (the reduction order differs: 2-way all-reduce vs
     # 2 accumulated micro-batches). BatchNorm running statistics are excluded: DDP keeps rank 0's, while one
     # process with accumulation updates them on both micro-batches; training uses batch statistics only.
-    ours_state, ref_state = _final_state(run_dir, reference["total"]), _final_state(reference["run_dir"], reference["total"])
-    params = dict(ours_state["model"])
-    for name, tensor in ref_state["model"].items():
+    ours, ref = _final_state(run_dir, reference["total"]), _final_state(reference["run_dir"], reference["total"])
+    for name, tensor in ref["model"].items():
         if name.endswith(("running_mean", "running_var", "num_batches_tracked")):
             continue
-        torch.testing.assert_close(params[name], tensor, rtol=1e-3, atol=1e-4, msg=name)
-    for index, slot in ref_state["optimizer"]["state"].items():
-        torch.testing.assert_close(ours_state["optimizer"]["state"][index]["momentum_buffer"], slot["momentum_buffer"],
+        torch.testing.assert_close(ours["model"][name], tensor, rtol=1e-3, atol=1e-4, msg=name)
+    for index, slot in ref["optimizer"]["state"].items():
+        torch.testing.assert_close(ours["optimizer"]["state"][index]["momentum_buffer"], slot["momentum_buffer"],
                                    rtol=1e-3, atol=1e-4)
 
 
@@ -180,7 +197,7 @@ def test_config_change_that_breaks_resume_is_refused(reference, prepared, moto_s
     run_dir = tmp_path / "changed"
     spec = write_spec(run_dir / "spec.json", reference["bucket"], run=reference["run"], epochs=4, lr=0.2,
                       log_every=5)  # log_every alone would be fine
-    result = run_trainer(spec, prepared, run_dir, trainer_env(moto_server.env))
+    result = run_trainer(spec, prepared, run_dir, trainer_env(moto_server.env), nproc=1)
     assert result.returncode != 0
     assert "refusing to resume" in result.stderr
     assert "epochs: 3 -> 4" in result.stderr and "lr: 0.1 -> 0.2" in result.stderr

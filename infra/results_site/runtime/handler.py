@@ -134,6 +134,10 @@ def handler(event, context):
                               "stack's results-site construct, which sets it.", api)
     prefix = os.environ.get("RECORDS_PREFIX", runs.DEFAULT_RECORDS_PREFIX)
     try:
+        runs.check_prefix(prefix)
+    except ValueError as exc:
+        return error_response(500, "Not configured", f"RECORDS_PREFIX: {exc}.", api)
+    try:
         response = respond(s3_client(), bucket, path, prefix=prefix)
     except (BotoCoreError, ClientError) as exc:
         # S3 itself failed (throttling, permissions on the bucket): say so, and leave the trace in the log.

@@ -46,8 +46,8 @@ figcaption{font-weight:600;margin:0 0 4px}
 svg.chart{display:block;width:100%;height:auto}
 svg .grid{stroke:var(--line);stroke-width:1}
 svg .frame{fill:none;stroke:var(--muted);stroke-width:1}
-svg .tick{fill:var(--muted);font-size:13px}
-svg .axis-label{fill:var(--fg);font-size:14px}
+svg .tick{fill:var(--muted);font-size:14px}
+svg .axis-label{fill:var(--fg);font-size:15px}
 svg .line{fill:none;stroke-width:2.2;stroke-linejoin:round;stroke-linecap:round}
 svg .marker line{stroke:var(--mark);stroke-width:1.5;stroke-dasharray:5 4}
 svg .marker .flag{fill:var(--mark)}
@@ -62,9 +62,13 @@ circle.s2,.k2{fill:var(--s2);background:var(--s2)}circle.s3,.k3{fill:var(--s3);b
 table{border-collapse:collapse;width:100%;font-size:.92rem}
 th,td{text-align:left;padding:5px 8px;border-bottom:1px solid var(--line);vertical-align:top}
 th{color:var(--muted);font-weight:600;white-space:nowrap}
-td.num,th.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-td code{overflow-wrap:anywhere}
-.kv th{width:40%}
+td{white-space:nowrap}
+td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
+td.wrap,.kv td{white-space:normal;overflow-wrap:anywhere}
+td.wrap{min-width:26em}
+.kv th{width:1%;white-space:nowrap}
+@media (max-width:600px){.kv tr{display:block;border-bottom:1px solid var(--line);padding:3px 0}
+.kv th,.kv td{display:block;width:auto;border:0;padding:1px 8px}}
 .download{display:inline-block;padding:.45em .9em;border-radius:6px;background:var(--accent);color:#fff;
 text-decoration:none;font-weight:600}
 footer{margin-top:2em;font-size:.85rem;color:var(--muted)}
@@ -145,11 +149,15 @@ def notices_html(notices: list[str]) -> str:
             f'rest.</strong><ul>{items}</ul></div>')
 
 
-def table(headers: list[str], rows: list[list[str]], numeric: set[int] = frozenset(), cls: str = "") -> str:
-    """Cells are already-escaped HTML."""
-    head = "".join(f'<th{" class=num" if i in numeric else ""}>{esc(h)}</th>' for i, h in enumerate(headers))
-    body = "".join("<tr>" + "".join(f'<td{" class=num" if i in numeric else ""}>{c}</td>' for i, c in enumerate(row))
-                   + "</tr>" for row in rows)
+def table(headers: list[str], rows: list[list[str]], numeric: set[int] = frozenset(), cls: str = "",
+          wrap: set[int] = frozenset()) -> str:
+    """Cells are already-escaped HTML. Cells stay on one line (the table scrolls sideways on a phone) except
+    the free-text columns in `wrap`."""
+    def attr(i: int) -> str:
+        return " class=num" if i in numeric else " class=wrap" if i in wrap else ""
+
+    head = "".join(f'<th{attr(i)}>{esc(h)}</th>' for i, h in enumerate(headers))
+    body = "".join("<tr>" + "".join(f'<td{attr(i)}>{c}</td>' for i, c in enumerate(row)) + "</tr>" for row in rows)
     return f'<div class="table"><table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
@@ -180,6 +188,8 @@ def list_page(summaries: list, notices: list[str] = (), *, now: float | None = N
 # ----- one run -----
 
 def _time_unit(span_s: float) -> tuple[float, str]:
+    if span_s <= 180:
+        return 1.0, "s"
     if span_s <= 3 * 3600:
         return 60.0, "min"
     if span_s <= 72 * 3600:
@@ -300,11 +310,11 @@ def events_html(history, limit: int = 40) -> str:
     rows = []
     for e in reversed(recent):
         what = e.get("state") if e.get("type") == "state" else e.get("type")
-        details = ", ".join(f"{k}={fmt_value(v)}" for k, v in sorted(e.items()) if k not in _EVENT_SKIP and k != "state")
+        details = " · ".join(f"{k}={fmt_value(v)}" for k, v in sorted(e.items()) if k not in _EVENT_SKIP and k != "state")
         rows.append([esc(fmt_time(e["time"])), esc(what), esc(e.get("instance_id") or "—"), esc(details)])
     if not rows:
         return '<p class="empty">No events yet.</p>'
-    return table(["time", "event", "instance", "details"], rows)
+    return table(["time", "event", "instance", "details"], rows, wrap={3})
 
 
 def download_html(download: dict | None, latest: dict | None) -> str:
