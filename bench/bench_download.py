@@ -68,15 +68,20 @@ def sequential(url: str, files: list[str], out: Path) -> float:
 
 
 def compare(root: Path, files: list[str], nbytes: int, workers: int, throttle_bps: float | None) -> dict:
+    # process_time counts this process's threads only: the client's CPU cost, not the server's.
     with ServerProcess(root, throttle_bps) as server, tempfile.TemporaryDirectory() as tmp:
+        cpu = time.process_time()
         base_s = sequential(server.url, files, Path(tmp) / "baseline")
+        base_cpu, cpu = time.process_time() - cpu, time.process_time()
         ours = download(REPO, Path(tmp) / "ours", workers=workers, endpoint=server.url, progress=False)
+        ours_cpu = time.process_time() - cpu
     assert ours["bytes_downloaded"] == nbytes, ours
     return {
         "throttle_bytes_per_s_per_connection": throttle_bps,
         "baseline_s": round(base_s, 2), "baseline_bytes_per_s": round(nbytes / base_s),
         "ours_s": ours["seconds"], "ours_bytes_per_s": round(nbytes / ours["seconds"]),
         "speedup": round(base_s / ours["seconds"], 2),
+        "baseline_client_bytes_per_cpu_s": round(nbytes / base_cpu), "ours_client_bytes_per_cpu_s": round(nbytes / ours_cpu),
     }
 
 

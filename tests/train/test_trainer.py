@@ -96,7 +96,10 @@ def relaunched(reference, prepared, moto_server, tmp_path_factory):
             proc.kill()
     assert proc.returncode == 0, output[-4000:]
     run = json.loads(spec.read_text())["run"]
+    step = trainer_json(run_dir)["global_step"]
+    sidecar = run_dir / "checkpoints" / f"step-{step:09d}.pt.json"
     stopped = {"status": trainer_json(run_dir), "events": events(run_dir), "pids": pids,
+               "local_meta": json.loads(sidecar.read_text()) if sidecar.exists() else None,
                "pointer": get_json(reference["client"], reference["bucket"], layout.latest_checkpoint_key(run))}
     epoch_end = 2 * steps_per_epoch(prepared)
     second = run_trainer(spec, prepared, run_dir, env, max_steps=epoch_end)
@@ -113,8 +116,7 @@ def test_sigusr1_stop_and_resume_is_bit_identical(reference, relaunched):
     assert status["state"] == "interrupted" and 5 <= step < relaunched["epoch_end"]
     # durable before the trainer said "interrupted": pointer, local sidecar and trainer.json agree
     assert status["last_durable"]["global_step"] == step == stopped["pointer"]["global_step"]
-    local_meta = json.loads((relaunched["run_dir"] / "checkpoints" / f"step-{step:09d}.pt.json").read_text())
-    assert local_meta["sha256"] == stopped["pointer"]["sha256"]
+    assert stopped["local_meta"]["sha256"] == stopped["pointer"]["sha256"]
     head = reference["client"].head_object(Bucket=reference["bucket"], Key=stopped["pointer"]["key"])
     assert head["ContentLength"] == stopped["pointer"]["size"]
     interrupted = [e for e in stopped["events"] if e.get("state") == "interrupted"]

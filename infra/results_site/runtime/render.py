@@ -267,14 +267,16 @@ def facts_html(s) -> str:
 
 
 def segments_html(s) -> str:
-    rows = [[esc(i + 1), f"<code>{esc(seg.id)}</code>", esc(seg.instance_id or "—"), esc(seg.instance_type or "—"),
-             esc(seg.az or "—"), esc("—" if seg.price_per_hour is None else f"${seg.price_per_hour:.4f}"),
-             esc(fmt_time(seg.start)), esc(fmt_duration(seg.duration_s)), esc(fmt_usd(seg.cost_usd)), esc(seg.ended_by)]
+    rows = [[esc(i + 1), esc(seg.instance_id or "—"), esc(seg.instance_type or "—"), esc(seg.az or "—"),
+             esc("—" if seg.price_per_hour is None else f"${seg.price_per_hour:.4f}"), esc(fmt_time(seg.start)),
+             esc(fmt_duration(seg.duration_s)), esc(fmt_usd(seg.cost_usd)), esc(seg.ended_by),
+             f"<code>{esc(seg.id)}</code>"]
             for i, seg in enumerate(s.segments)]
     if not rows:
         return '<p class="empty">No instance has run this yet.</p>'
-    return table(["#", "segment", "instance", "type", "AZ", "spot $/h", "start", "duration", "cost", "ended by"],
-                 rows, numeric={0, 5, 7, 8})
+    # The segment id (where its records live in S3) goes last: the facts that matter fit a laptop screen.
+    return table(["#", "instance", "type", "AZ", "spot $/h", "start", "duration", "cost", "ended by", "records"],
+                 rows, numeric={0, 4, 6, 7})
 
 
 _DATA_WORDS = ("resolution", "crop", "resize", "aug", "batch", "worker", "mixup", "cutmix", "erase",
@@ -310,7 +312,8 @@ def events_html(history, limit: int = 40) -> str:
     rows = []
     for e in reversed(recent):
         what = e.get("state") if e.get("type") == "state" else e.get("type")
-        details = " · ".join(f"{k}={fmt_value(v)}" for k, v in sorted(e.items()) if k not in _EVENT_SKIP and k != "state")
+        details = " · ".join(f"{k}={fmt_time(v) if k.endswith('_time') else fmt_value(v)}"
+                             for k, v in sorted(e.items()) if k not in _EVENT_SKIP and k != "state")
         rows.append([esc(fmt_time(e["time"])), esc(what), esc(e.get("instance_id") or "—"), esc(details)])
     if not rows:
         return '<p class="empty">No events yet.</p>'
