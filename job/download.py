@@ -249,10 +249,8 @@ def download(repo_id: str = DEFAULT_REPO, out_dir=None, revision: str = "main", 
 
     try:
         commit, files = list_files(api, repo_id, revision, splits, token or False)
-    except DownloadError:
-        raise
     except Exception as error:
-        raise (explain_hub_error(error, repo_id, endpoint, token) or error) from None
+        _raise_explained(error, repo_id, endpoint, token)
 
     verified = VerifiedFiles(out)
     with ThreadPoolExecutor(max_workers=workers) as pool:  # hashing releases the GIL: verify in parallel too
@@ -302,9 +300,15 @@ def _run_parallel(downloader: _Downloader, files: list[RemoteFile], workers: int
         for fut in pending:
             fut.cancel()  # the running ones finish their file (its .part is kept for the next run)
         error = failed.exception()
-    if isinstance(error, DownloadError):
+    _raise_explained(error, repo_id, endpoint, token)
+
+
+def _raise_explained(error: BaseException, repo_id: str, endpoint: str, token: str | None):
+    """Re-raise a Hub error as the DownloadError that names its fix; anything else unchanged."""
+    explained = explain_hub_error(error, repo_id, endpoint, token) if isinstance(error, Exception) else None
+    if explained is None:
         raise error
-    raise (explain_hub_error(error, repo_id, endpoint, token) or error) from None
+    raise explained from None  # the fix is the message; the HTTP trace adds nothing for the operator
 
 
 def main(argv=None) -> int:

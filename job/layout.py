@@ -8,7 +8,7 @@ _RUN_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
 def check_run_name(run: str) -> str:
-    if not isinstance(run, str) or not _RUN_NAME.match(run):
+    if not isinstance(run, str) or not _RUN_NAME.fullmatch(run):
         raise ValueError(
             f"run name {run!r} is not valid: use 1-63 lowercase letters, digits and '-', "
             "starting with a letter or digit (it becomes part of S3 keys and a tmux session name)"

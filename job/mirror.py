@@ -8,7 +8,8 @@ Objects live at s3://B/datasets/<name>/<relpath> (job.layout), each carrying its
 and one without (an interrupted upload) is never restored from. Both directions use one boto3 TransferManager for
 every file (multipart parts and files share `concurrency` threads), skip what already matches, and are safe to
 re-run. A restored file lands under a temporary name and is renamed into place only after its sha256 matches.
-Hidden files (the `.verified.json` checksum cache, temporaries) are local state and are never mirrored.
+Hidden files (the `.verified.json` checksum cache) and `*.tmp` files (a writer's temporaries) are local state
+and are never mirrored.
 """
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ def _local_files(root: Path) -> dict[str, Path]:
     files = {}
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root).as_posix()
-        if path.is_file() and not any(part.startswith(".") for part in rel.split("/")):
+        hidden = any(part.startswith(".") for part in rel.split("/"))
+        if path.is_file() and not hidden and not path.name.endswith(".tmp"):  # local state and temporaries
             files[rel] = path
     return files
 

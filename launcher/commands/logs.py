@@ -138,15 +138,20 @@ def follow(config: RunConfig, *, lines: int = 100, out=None, reconnect_window_s:
                 if pid is None:
                     # the run is not in tmux any more: show what was added and stop
                     _stream(remote, f"tail -c +{offset + 1} {q}", counter)
+                    progress.info(f"run {config.name} has no tmux session (it ended): the log is complete")
                     return {"bytes": offset + counter.count, "reconnects": reconnects}
                 _stream(remote, f"tail -c +{offset + 1} -F --pid={pid} {q} 2>/dev/null", counter)
             finally:
                 offset += counter.count
-            # tail stops when the session's pane process exits, or when sshd cut our session: ask which
-            if session_pid(remote, config.name) is None:
-                progress.info(f"run {config.name}'s tmux session ended")
-                return {"bytes": offset, "reconnects": reconnects}
-            raise _Dropped()
+            # tail stops when the session's pane process exits, or when our SSH session was cut: tell which
+            if not remote.conn.transport.is_active():
+                raise _Dropped()
+            for _ in range(20):                  # a session being killed takes a moment to disappear
+                if session_pid(remote, config.name) is None:
+                    progress.info(f"run {config.name}'s tmux session ended")
+                    return {"bytes": offset, "reconnects": reconnects}
+                time.sleep(0.25)
+            continue                             # the session lives on: follow again from `offset`
         except connection_errors:
             dropped_at = time.monotonic()
             progress.warn(f"SSH connection to {remote.conn.host} dropped; reconnecting (training goes on in tmux)")

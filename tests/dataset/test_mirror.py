@@ -46,6 +46,7 @@ def test_mirror_then_restore_is_bit_identical_and_idempotent(bucket, tmp_path):
 
     s3 = client("s3")
     files = make_prepared(tmp_path / "prepared")
+    (tmp_path / "prepared" / "train" / "shard-00002.tar.tmp").write_bytes(b"a writer's half-written file")
     up = mirror(tmp_path / "prepared", bucket, PREFIX, progress=False)
     assert up["files_transferred"] == 5 and up["files_skipped"] == 0
     assert up["bytes"] == sum(len(d) for d in files.values())
@@ -55,7 +56,8 @@ def test_mirror_then_restore_is_bit_identical_and_idempotent(bucket, tmp_path):
     head = s3.head_object(Bucket=bucket, Key=PREFIX + "train/shard-00000.tar")
     assert head["Metadata"]["sha256"] == manifest["files"]["train/shard-00000.tar"]["sha256"]
     assert "-" in head["ETag"]  # went up as a multipart upload
-    assert not any(k.endswith(".verified.json") for k in _keys(s3, bucket))  # local state is not mirrored
+    assert sorted(_keys(s3, bucket)) == sorted([PREFIX + rel for rel in files] + [layout.dataset_manifest_key(NAME)])
+    (tmp_path / "prepared" / "train" / "shard-00002.tar.tmp").unlink()  # local state and temporaries stay local
 
     again = mirror(tmp_path / "prepared", bucket, PREFIX, progress=False)
     assert again["files_transferred"] == 0 and again["bytes"] == 0 and again["files_skipped"] == 5

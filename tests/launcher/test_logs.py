@@ -101,7 +101,8 @@ def test_follow_reconnects_after_a_dropped_connection_without_losing_lines(tmp_p
         writer.run_as_instance("tmux", "kill-session", "-t", f"=spot-{RUN}", check=True)
         assert follower.proc.wait(timeout=30) == 0
         stderr = follower.proc.stderr.read()
-        assert "dropped; reconnecting" in stderr and "reconnected after" in stderr and "session ended" in stderr
+        assert "dropped; reconnecting" in stderr and "reconnected after" in stderr
+        assert "session ended" in stderr or "(it ended)" in stderr
     finally:
         follower.stop()
 

@@ -101,6 +101,8 @@ def relaunched(reference, prepared, moto_server, tmp_path_factory):
     stopped = {"status": trainer_json(run_dir), "events": events(run_dir), "pids": pids,
                "local_meta": json.loads(sidecar.read_text()) if sidecar.exists() else None,
                "pointer": get_json(reference["client"], reference["bucket"], layout.latest_checkpoint_key(run))}
+    stopped["s3_size"] = reference["client"].head_object(Bucket=reference["bucket"],
+                                                         Key=stopped["pointer"]["key"])["ContentLength"]
     epoch_end = 2 * steps_per_epoch(prepared)
     second = run_trainer(spec, prepared, run_dir, env, max_steps=epoch_end)
     _assert_ok(second)
@@ -117,8 +119,7 @@ def test_sigusr1_stop_and_resume_is_bit_identical(reference, relaunched):
     # durable before the trainer said "interrupted": pointer, local sidecar and trainer.json agree
     assert status["last_durable"]["global_step"] == step == stopped["pointer"]["global_step"]
     assert stopped["local_meta"]["sha256"] == stopped["pointer"]["sha256"]
-    head = reference["client"].head_object(Bucket=reference["bucket"], Key=stopped["pointer"]["key"])
-    assert head["ContentLength"] == stopped["pointer"]["size"]
+    assert stopped["s3_size"] == stopped["pointer"]["size"] == stopped["local_meta"]["size"]
     interrupted = [e for e in stopped["events"] if e.get("state") == "interrupted"]
     assert len(interrupted) == 1 and interrupted[0]["reason"] == "SIGUSR1" and interrupted[0]["durable"] is True
 
