@@ -267,6 +267,15 @@ def download(repo_id: str = DEFAULT_REPO, out_dir=None, revision: str = "main", 
     still_needed = sum(f.size - partial_bytes[f.path] for f in missing)
     ensure_free_space(out, still_needed, f"downloading {len(missing)} file(s) of {repo_id}")
 
+    if missing:  # one HEAD first, so a token or terms problem is reported before any progress output
+        from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+        try:
+            get_hf_file_metadata(hf_hub_url(repo_id, missing[0].path, repo_type="dataset", revision=commit,
+                                            endpoint=endpoint), token=token or False, endpoint=endpoint)
+        except Exception as error:
+            _raise_explained(error, repo_id, endpoint, token)
+
     bar = _ByteProgress(still_needed, progress)
     downloader = _Downloader(repo_id, commit, out, endpoint, token, verified, bar)
     try:

@@ -177,8 +177,10 @@ def ssh(config_path, attach, command):
 @click.option("--no-checkpoint", is_flag=True, help="do not take a final checkpoint of a live run")
 @click.option("-y", "--yes", is_flag=True, help="do not ask for confirmation")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@click.option("--leftover-wait-s", default=300.0, show_default=True,
+              help="how long to wait for instances to finish terminating before reporting them")
 @handle_errors
-def teardown(config_path, keep_data, no_checkpoint, yes, as_json):
+def teardown(config_path, keep_data, no_checkpoint, yes, as_json, leftover_wait_s):
     """Final checkpoint, cdk destroy, delete the Hub token; then prove nothing billable is left."""
     from launcher.commands.teardown import teardown as run_teardown
 
@@ -186,7 +188,7 @@ def teardown(config_path, keep_data, no_checkpoint, yes, as_json):
         return yes or click.confirm(question, default=False, err=True)
 
     result = run_teardown(load_config(config_path), keep_data=keep_data, checkpoint=not no_checkpoint,
-                          confirm=confirm)
+                          confirm=confirm, leftover_timeout_s=leftover_wait_s)
     left = {k: v for k, v in (result["leftovers"] or {}).items() if v}
     if as_json:
         print_json(result)

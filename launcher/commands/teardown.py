@@ -12,10 +12,12 @@ from typing import Callable
 from job import layout
 from launcher import cdk, progress, sshconfig
 from launcher.config import RunConfig
+from launcher.connection import UnreachableError
 from launcher.deployment import Deployment
 from launcher.errors import LauncherError
 
 LIVE_TRAINER_STATES = ("starting", "training", "checkpointing")
+LIVE_RUN_STATES = ("created", "preparing", "training", "resuming")
 # `cdk destroy` synthesises the app, which needs some operator_cidr; the security group is deleted moments
 # later, so an address from the documentation range (RFC 5737) is used rather than asking for the caller's IP.
 DESTROY_CIDR = "192.0.2.1/32"
@@ -75,9 +77,20 @@ def teardown(config: RunConfig, *, keep_data: bool = False, checkpoint: bool = T
     result["bucket"] = bucket
 
     if checkpoint and bucket:
-        reachable = bool(config.ssh.host) or bool(deployment.instance())
-        if reachable and confirm(f"Take a final checkpoint of run {config.name} if it is training?"):
-            result["final_checkpoint"] = final_checkpoint(deployment)
+        from job.records import read_state
+
+        state = (read_state(deployment.s3, bucket, config.name) or {}).get("state")
+        if state in LIVE_RUN_STATES and confirm(f"Run {config.name} is {state}: take a final checkpoint first?"):
+            try:
+                result["final_checkpoint"] = final_checkpoint(deployment)
+            except UnreachableError as exc:
+                from job.s3 import get_json
+
+                latest = get_json(deployment.s3, bucket, layout.latest_checkpoint_key(config.name)) or {}
+                raise LauncherError(
+                    f"run {config.name} is {state} but its instance cannot be reached for a final checkpoint: {exc} "
+                    f"Its latest durable checkpoint (step {latest.get('global_step', 'none')}) stays in s3://{bucket}. "
+                    "Pass --no-checkpoint to tear down without a final one.") from None
 
     delete_bucket = not config.retain_bucket and not keep_data
     question = (f"Destroy stack {config.stack_name} in {config.region}"

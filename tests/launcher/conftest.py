@@ -64,6 +64,16 @@ def fake_cdk(tmp_path, monkeypatch):
     return log
 
 
+def deploy_with_fake_cdk(stack: str, tmp_path) -> dict:
+    """Play `cdk deploy` on the moto server (bucket, spot group with one instance, stack outputs)."""
+    outputs = tmp_path / "outputs.json"
+    log = tmp_path / "seed-cdk.jsonl"
+    subprocess.run([sys.executable, str(FAKE_CDK), "deploy", "-c", f"stack_name={stack}", "-c", "nodes=1",
+                    "-c", "instance_types=g5.xlarge", "--outputs-file", str(outputs)], check=True,
+                   env={**os.environ, "FAKE_CDK_LOG": str(log)}, capture_output=True)
+    return json.loads(outputs.read_text())[stack]
+
+
 def cdk_calls(log: Path) -> list[dict]:
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 

@@ -2,25 +2,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 
 import pytest
 
 from job import layout
 from job.records import RunRecords
-from tests.launcher.conftest import FAKE_CDK, launcher, write_config
-
-
-def deploy_with_fake_cdk(stack: str, tmp_path) -> dict:
-    """Play `cdk deploy` on the moto server (bucket, spot group with one instance, stack outputs)."""
-    outputs = tmp_path / "outputs.json"
-    log = tmp_path / "seed-cdk.jsonl"
-    subprocess.run([sys.executable, str(FAKE_CDK), "deploy", "-c", f"stack_name={stack}", "-c", "nodes=1",
-                    "-c", "instance_types=g5.xlarge", "--outputs-file", str(outputs)], check=True,
-                   env={**__import__("os").environ, "FAKE_CDK_LOG": str(log)}, capture_output=True)
-    return json.loads(outputs.read_text())[stack]
+from tests.launcher.conftest import deploy_with_fake_cdk, launcher, write_config
 
 
 def seed_records(s3, bucket: str, run: str, tmp_path, t0: float) -> None:

@@ -22,8 +22,10 @@ def test_run_id_rule_agrees_with_job_layout(name):
 
 
 def test_trailing_newline_is_rejected():
-    # `re.match` with `$` would accept "demo\n"; the page uses fullmatch so such an id never reaches S3.
+    # `re.match` with `$` would accept "demo\n"; both sides use fullmatch so such an id never reaches S3.
     assert not runs.valid_run_id("demo\n")
+    with pytest.raises(ValueError):
+        layout.check_run_name("demo\n")
 
 
 def test_keys_agree_with_job_layout():

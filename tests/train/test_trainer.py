@@ -154,10 +154,12 @@ def test_resume_on_one_process_with_accumulation_keeps_the_schedule(reference, r
     assert sorted(s["global_step"] for s in steps) == list(range(1, reference["total"] + 1))
     theirs = {s["global_step"]: s["lr"] for s in metrics(reference["run_dir"], "step")}
     assert {s["global_step"]: s["lr"] for s in steps} == theirs
-    # epoch 1's evaluation ran after the relaunch (the stop came before it) on bit-identical weights
-    ref_epochs = metrics(reference["run_dir"], "epoch")
-    assert [e["epoch"] for e in metrics(run_dir, "epoch")] == [0, 1, 2]
-    assert metrics(run_dir, "epoch")[1]["top1"] == ref_epochs[1]["top1"]
+    # epoch 1's evaluation ran after the relaunch (the stop came before it) on bit-identical weights, on one
+    # process instead of two: other batch shapes, so float noise may flip at most one borderline image
+    ref_epochs, our_epochs = metrics(reference["run_dir"], "epoch"), metrics(run_dir, "epoch")
+    assert [e["epoch"] for e in our_epochs] == [0, 1, 2]
+    assert our_epochs[1]["val_loss"] == pytest.approx(ref_epochs[1]["val_loss"], rel=1e-3)
+    assert abs(our_epochs[1]["top1"] - ref_epochs[1]["top1"]) <= 1.001 / 99
     # parameters and momentum match to float tolerance (the reduction order differs: 2-way all-reduce vs
     # 2 accumulated micro-batches). BatchNorm running statistics are excluded: DDP keeps rank 0's, while one
     # process with accumulation updates them on both micro-batches; training uses batch statistics only.
