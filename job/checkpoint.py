@@ -7,7 +7,8 @@ Life of one checkpoint (`CheckpointStore.save`):
    write `step-XXXXXXXXX.pt.json` (sha256, size) and `step-XXXXXXXXX.pt` atomically (temp file, fsync,
    rename, fsync of the directory); upload with boto3's TransferManager (multipart, concurrent parts,
    botocore retries per request, whole-upload retries here); verify with head_object (size and our
-   sha256 metadata; S3 itself checks every part's checksum); only then rewrite `latest.json`; then
+   sha256 metadata; botocore also sends a CRC32 of every part, which S3 checks); only then rewrite
+   `latest.json` (its "epoch" is the epoch the run resumes in); then
    prune to the newest K, never touching a checkpoint newer than the last durable one.
 `save` returns a Future that resolves to a `Durable` once the S3 copy is verified: periodic and epoch
 checkpoints ignore it, the spot-notice path waits on it.
@@ -208,7 +209,13 @@ class CheckpointStore:
         """Snapshot now, then write + upload + verify + point `latest` in the background (in order)."""
         step = int(state["global_step"])
         with self._lock:
-            if step in self._pending:       # e.g. an epoch-end checkpoint, then a notice before any new step
+            earlier = self._pending.get(step)
+            if earlier is not None:  # e.g. an epoch-end checkpoint, then a notice before any new step
+                if not (earlier.done() and earlier.exception() and self.path_for(step).exists()):
+                    return earlier
+                # that upload failed but its file is on disk: try the upload again rather than rewriting
+                meta = json.loads(_meta_path(self.path_for(step)).read_text())
+                self._pending[step] = self._executor.submit(self._upload, self.path_for(step), meta, {})
                 return self._pending[step]
             started = time.perf_counter()
             snapshot = cpu_snapshot(state)

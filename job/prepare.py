@@ -4,9 +4,10 @@
 
 SRC is laid out like the Hub repo (`SRC/data/<split>-NNNNN-of-MMMMM.parquet`, columns image{bytes,path} and
 label, class names in the `huggingface` schema metadata). Each image is decoded once, by libjpeg-turbo at the
-smallest DCT scale M/8 that still covers the target (simplejpeg; PIL with `draft` for what it can't read:
-PNG, CMYK), resized so its short side is S (never enlarged; bilinear for the small ratio left after DCT
-scaling), re-encoded as a baseline RGB JPEG (quality 90) and appended to a shard.
+smallest power-of-two DCT scale that still covers the target, resized so its short side is S (never
+enlarged; OpenCV's bilinear for the < 2x ratio left), re-encoded by libjpeg-turbo as a baseline RGB JPEG
+(quality 90) and appended to a shard; PIL takes what libjpeg-turbo can't read (PNG, CMYK, damaged files).
+The per-image code, and the measurements behind each step: job/resize.py.
 
 Why short side 192 for train by default (measured in bench/BENCHMARKS.md, "prepare" and "short side"):
 training runs at 160-192 px (progressive resizing, 176 typical), and RandomResizedCrop takes 8-100 % of the
@@ -36,9 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import simplejpeg
 from PIL import Image
 
+from job.resize import DECODE_ERRORS, resized_jpeg, restore_threads, single_threaded
 from job.shards import (CLASSES_FILE, FORMAT, FORMAT_VERSION, INDEX_DTYPE, INDEX_FILE, SHARD_DIR, sha256_file,
                         shard_stem, write_atomic, write_json_atomic)
 
@@ -51,9 +52,8 @@ DEFAULT_SPLITS = ("train", "validation")
 # the shard size target into a fixed image count (a fixed count keeps the output independent of the worker
 # count); it is a low estimate, so real ImageNet (more texture, more bytes per pixel) gives shards >= target.
 BYTES_PER_PIXEL_ESTIMATE = 0.3
+PROGRESS_EVERY = 32  # images between updates of the shared progress counter (the bar redraws every 0.5 s anyway)
 SOURCE_NAME = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<index>\d{5})-of-(?P<total>\d{5})\.parquet$")
-# Corrupt input raises one of these from PIL/libjpeg; anything else is a bug and should surface.
-DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
 
 
 class PrepareError(RuntimeError):
@@ -85,49 +85,6 @@ class ShardTask:
     sources: tuple[SourceFile, ...]
     params: Params
     out: str
-
-
-# ---------------------------------------------------------------- one image
-
-def _target(width: int, height: int, short_side: int) -> tuple[int, int]:
-    scale = short_side / min(width, height)
-    if scale >= 1:  # never enlarge
-        return width, height
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
-def _decode_scaled_jpeg(data: bytes, short_side: int):
-    """Fast path for (nearly all) JPEGs: libjpeg-turbo via simplejpeg decodes at the smallest M/8 scale that
-    still covers the target (PIL's draft only offers 1/2, 1/4, 1/8). None when simplejpeg can't do it
-    (PNG, CMYK, corrupt: strict mode raises on recoverable errors); the PIL path then decides."""
-    try:
-        height, width, _, _ = simplejpeg.decode_jpeg_header(data)
-        target = _target(width, height, short_side)
-        pixels = simplejpeg.decode_jpeg(data, "RGB", min_height=target[1], min_width=target[0], strict=True)
-    except ValueError:
-        return None
-    return Image.fromarray(pixels), target
-
-
-def _decode_any(data: bytes, short_side: int):
-    """Any PIL format and mode (grayscale, CMYK, PNG under a .JPEG name, ...) to RGB."""
-    with Image.open(io.BytesIO(data)) as image:
-        target = _target(*image.size, short_side)
-        if image.format == "JPEG":
-            image.draft("RGB", target)  # DCT scaling by 1/2..1/8 where that still covers target
-        return image.convert("RGB"), target
-
-
-def resized_jpeg(data: bytes, short_side: int, quality: int) -> tuple[bytes, int, int]:
-    """Decode, shrink the short side to `short_side` (never enlarge), encode baseline RGB JPEG: (bytes, h, w).
-    Raises one of DECODE_ERRORS for corrupt data."""
-    decoded = _decode_scaled_jpeg(data, short_side) or _decode_any(data, short_side)
-    rgb, target = decoded
-    if rgb.size != target:  # what is left after DCT scaling is a small ratio (< 2): bilinear is enough
-        rgb = rgb.resize(target, Image.Resampling.BILINEAR)
-    out = io.BytesIO()
-    rgb.save(out, "JPEG", quality=quality)
-    return out.getvalue(), target[1], target[0]
 
 
 # ---------------------------------------------------------------- planning
@@ -201,11 +158,19 @@ def _init_worker(counter) -> None:
     _progress = counter
     warnings.simplefilter("ignore")  # PIL's per-image warnings (e.g. palette transparency) would flood the log
     Image.MAX_IMAGE_PIXELS = 300_000_000  # ImageNet has a few very large photos; still refuse absurd ones
+    single_threaded()  # one image per process at a time: parallelism comes from the worker processes
+
+
+def _count_done(images: int) -> None:
+    if _progress is not None:
+        with _progress.get_lock():
+            _progress.value += images
 
 
 def _rows(task: ShardTask):
-    """Yield (global_row, image_struct, label) for rows [start, end) of the split, reading only the row
-    groups that overlap."""
+    """Yield (global_row, image_bytes, label) for rows [start, end) of the split, reading only the row
+    groups that overlap, one row group at a time and only the image bytes and label columns (not the paths,
+    and no per-row dict)."""
     import pyarrow.parquet as pq
 
     first = 0
@@ -218,14 +183,26 @@ def _rows(task: ShardTask):
                 group_rows = parquet.metadata.row_group(group).num_rows
                 lo, hi = max(task.start, group_first), min(task.end, group_first + group_rows)
                 if lo < hi:
-                    table = parquet.read_row_group(group, columns=["image", "label"])
+                    table = parquet.read_row_group(group, columns=["image.bytes", "label"])
                     table = table.slice(lo - group_first, hi - lo)
-                    images = table.column("image").to_pylist()
+                    images = table.column("image").combine_chunks().field("bytes").to_pylist()
                     labels = table.column("label").to_pylist()
-                    for offset, (image, label) in enumerate(zip(images, labels)):
-                        yield lo + offset, image, label
+                    yield from zip(range(lo, hi), images, labels)
                 group_first += group_rows
         first = last
+
+
+def _source_path(task: ShardTask, row: int) -> str | None:
+    """The `image.path` of a global row of the split (read only for the rare corrupt image's report)."""
+    import pyarrow.parquet as pq
+
+    first = 0
+    for source in task.sources:
+        if row < first + source.rows:
+            images = pq.read_table(source.path, columns=["image"]).column("image").combine_chunks()
+            return images.field("path")[row - first].as_py()
+        first += source.rows
+    return None
 
 
 def record_path(out: Path, split: str, shard: int) -> Path:
@@ -256,21 +233,23 @@ def write_shard(task: ShardTask) -> dict:
     data_path, index_path = stem.with_suffix(".bin"), stem.with_suffix(".idx.npy")
     data_tmp = data_path.with_name(data_path.name + ".tmp")
     entries = np.zeros(task.end - task.start, INDEX_DTYPE)
-    skipped, count, offset = [], 0, 0
+    skipped, count, offset, done = [], 0, 0, 0
     with open(data_tmp, "wb") as handle:
-        for row, image, label in _rows(task):
+        for row, data, label in _rows(task):
             try:
-                jpeg, height, width = resized_jpeg(image["bytes"], task.params.short_side, task.params.quality)
+                jpeg, height, width = resized_jpeg(data, task.params.short_side, task.params.quality)
             except DECODE_ERRORS as error:
-                skipped.append({"row": row, "path": image.get("path"), "error": f"{type(error).__name__}: {error}"})
+                skipped.append({"row": row, "path": _source_path(task, row),
+                                "error": f"{type(error).__name__}: {error}"})
             else:
                 handle.write(jpeg)
                 entries[count] = (offset, len(jpeg), label, height, width, row)
                 offset += len(jpeg)
                 count += 1
-            if _progress is not None:
-                with _progress.get_lock():
-                    _progress.value += 1
+            done += 1
+            if done % PROGRESS_EVERY == 0:
+                _count_done(PROGRESS_EVERY)
+        _count_done(done % PROGRESS_EVERY)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(data_tmp, data_path)
@@ -291,9 +270,7 @@ def run_task(task: ShardTask) -> tuple[dict, bool]:
     """(record, written): skips a complete shard, writes it otherwise."""
     record = complete_record(task)
     if record is not None:
-        if _progress is not None:
-            with _progress.get_lock():
-                _progress.value += task.end - task.start
+        _count_done(task.end - task.start)
         return record, False
     return write_shard(task), True
 
@@ -304,6 +281,7 @@ def _execute(tasks: list[ShardTask], workers: int, total_rows: int, progress: bo
     from tqdm import tqdm
 
     counter = multiprocessing.Value("q", 0)
+    caller_threads = single_threaded()  # the in-process path runs on one thread too; the caller's setting comes back
     bar = tqdm(total=total_rows, unit="img", desc="prepare", disable=not progress, smoothing=0.1,
                dynamic_ncols=True)
     try:
@@ -325,6 +303,7 @@ def _execute(tasks: list[ShardTask], workers: int, total_rows: int, progress: bo
             return results
     finally:
         bar.close()
+        restore_threads(caller_threads)
         global _progress
         _progress = None
 

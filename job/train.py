@@ -144,14 +144,13 @@ def _mixer(cfg: recipes.TrainConfig, num_classes: int):
 # --- the trainer ----------------------------------------------------------------------------------------
 class Trainer:
     def __init__(self, cfg: recipes.TrainConfig, spec: RunSpec, data_dir: Path, run_dir: Path,
-                 ctx: distributed.DistContext, max_steps: int = 0):
+                 ctx: distributed.DistContext, signals: Signals, max_steps: int = 0):
         from job import loader as loaders
 
         self.cfg, self.spec, self.data_dir, self.run_dir, self.ctx = cfg, spec, data_dir, run_dir, ctx
         self.max_steps = max_steps
         self.device = ctx.device
-        self.signals = Signals()
-        self.signals.install()
+        self.signals = signals
         self.accum, self.micro_batch = distributed.micro_batching(cfg.global_batch, ctx.world_size,
                                                                   cfg.max_micro_batch)
         self.autocast, self.amp_dtype, use_scaler = amp_settings(cfg.amp, self.device)
@@ -333,6 +332,10 @@ class Trainer:
     def _evaluate(self) -> dict | None:
         """Validation loss/top-1/top-5 over the whole split (all ranks); None if a stop signal cut it short."""
         model = self.module
+        # Every rank evaluates rank 0's BatchNorm statistics, the ones a checkpoint saves (each rank's last
+        # forward updated its own copy; DDP would overwrite them with rank 0's at the next forward anyway).
+        for buffer in model.buffers():
+            torch.distributed.broadcast(buffer, src=0)
         model.eval()
         k = min(5, self.num_classes)
         sums = torch.zeros(4, dtype=torch.float64, device=self.device)
@@ -524,8 +527,12 @@ def _progress(enabled: bool, total: int, done: int, epoch: int):
 def main(argv=None) -> int:
     args = parse_args(argv)
     rank = int(os.environ.get("RANK", 0))
+    # Before anything slow: a notice during start-up must set a flag, not kill the process (SIGUSR1's default).
+    signals = Signals()
+    signals.install()
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, stream=sys.stderr,
                         format=f"%(asctime)s rank{rank} %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("botocore").setLevel(logging.WARNING)
     spec = RunSpec.load(args.spec)
     cfg = recipes.build_config(spec.train)
     run_dir = args.run_dir
@@ -535,7 +542,7 @@ def main(argv=None) -> int:
     ctx = distributed.setup()
     trainer = None
     try:
-        trainer = Trainer(cfg, spec, args.data, run_dir, ctx, max_steps=args.max_steps)
+        trainer = Trainer(cfg, spec, args.data, run_dir, ctx, signals, max_steps=args.max_steps)
         return trainer.run()
     except BaseException as exc:
         log.error("training failed: %s", exc, exc_info=not isinstance(exc, checkpoint.ConfigMismatch))

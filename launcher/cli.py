@@ -208,7 +208,7 @@ def teardown(config_path, keep_data, no_checkpoint, yes, as_json, leftover_wait_
         sys.exit(1)
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@main.command(add_help_option=False, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.pass_context
 @handle_errors
 def drill(ctx):

@@ -85,9 +85,11 @@ def train(config: RunConfig, *, force: bool = False) -> dict:
         elif mirrored:
             progress.info(f"dataset {config.dataset.name} is mirrored in the bucket: no Hub token needed")
 
+        from botocore.exceptions import BotoCoreError, ClientError
+
         try:
             prices = deployment.aws.spot_prices(list(config.instance_types))
-        except Exception as exc:  # noqa: BLE001 - a price read must not block training; cost falls back
+        except (BotoCoreError, ClientError) as exc:   # a price read must not block training; cost falls back
             progress.warn(f"could not read spot prices ({exc}); cost figures will use on-demand prices")
             prices = {}
         spec = build_spec(config, bucket, token_parameter=token_parameter, prices=prices,

@@ -37,15 +37,18 @@ def home(tmp_path, monkeypatch):
     return path
 
 
+def instance_env(moto_server) -> dict[str, str]:
+    """What a test instance's sessions see: the moto server; the Hub and IMDS at closed loopback ports, so
+    nothing started there (the real bootstrap and agent) can reach the internet."""
+    return {**moto_server.env, "HF_ENDPOINT": f"http://127.0.0.1:{closed_port()}",
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT": f"http://127.0.0.1:{closed_port()}",
+            "PYTHONPATH": str(ROOT), "SPOT_WATCHER_SYSTEMD": "0"}
+
+
 @pytest.fixture
 def instance(moto_server, tmp_path):
-    """A real sshd with its own data dir and tmux server; sessions see the moto server, like an instance.
-
-    HF_ENDPOINT points at a closed loopback port: nothing started here can reach the real Hub.
-    """
-    env = {**moto_server.env, "HF_ENDPOINT": f"http://127.0.0.1:{closed_port()}", "PYTHONPATH": str(ROOT),
-           "SPOT_WATCHER_SYSTEMD": "0"}
-    with LocalSshd(env=env, root=tmp_path / "instance") as sshd:
+    """A real sshd with its own data dir and tmux server; sessions see the moto server, like an instance."""
+    with LocalSshd(env=instance_env(moto_server), root=tmp_path / "instance") as sshd:
         yield sshd
 
 

@@ -11,7 +11,7 @@ import sys
 import time
 
 from launcher.testing.sshd import LocalSshd
-from tests.launcher.conftest import ROOT, closed_port, launcher, write_config
+from tests.launcher.conftest import ROOT, instance_env, launcher, write_config
 
 
 def test_ssh_runs_a_command_with_the_instance_environment(tmp_path, home, instance):
@@ -49,8 +49,11 @@ def test_ssh_attach_opens_the_runs_tmux_session(tmp_path, home, instance):
     try:
         screen = _read_until(fd, b"ATTACHED-TO-RUN", 30)
         assert b"ATTACHED-TO-RUN" in screen, screen[-500:]
-        os.write(fd, b"\x02d")                     # Ctrl-b d: detach
-        screen += _read_until(fd, b"detached", 20)
+        for _ in range(10):                        # Ctrl-b d: detach (again if tmux was still drawing)
+            os.write(fd, b"\x02d")
+            screen += _read_until(fd, b"detached", 2)
+            if b"detached" in screen:
+                break
         assert b"detached" in screen
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
@@ -71,9 +74,7 @@ def test_resume_bootstraps_the_run_on_a_fresh_instance(tmp_path, home, aws, buck
     first = write_config(tmp_path / "first.toml", "run-r", sshd=instance, bucket=bucket)
     launcher("train", "--config", str(first), check=True)
 
-    env = {**moto_server.env, "HF_ENDPOINT": f"http://127.0.0.1:{closed_port()}", "PYTHONPATH": str(ROOT),
-           "SPOT_WATCHER_SYSTEMD": "0"}
-    with LocalSshd(env=env, root=tmp_path / "replacement") as replacement:
+    with LocalSshd(env=instance_env(moto_server), root=tmp_path / "replacement") as replacement:
         second = write_config(tmp_path / "second.toml", "run-r", sshd=replacement, bucket=bucket)
         assert not (replacement.data_dir / "pkg" / "run-r").exists()
         result = launcher("resume", "--config", str(second), "--json", check=True)

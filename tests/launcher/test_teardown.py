@@ -89,3 +89,25 @@ def test_teardown_without_yes_asks_and_cancel_destroys_nothing(tmp_path, home, a
     assert result.returncode == 1 and "teardown cancelled: nothing was destroyed" in result.stderr
     assert "Destroy stack SpotResnet-run-t-ask" in result.stderr and "is kept" in result.stderr
     assert cdk_calls(fake_cdk) == []
+
+
+def test_bucket_retention_and_keep_data(tmp_path, home, aws, fake_cdk):
+    from job import s3 as s3mod
+
+    s3 = s3mod.client("s3")
+    # retain = false, but --keep-data: the bucket is switched to retained before the stack goes
+    kept = deploy_with_fake_cdk(STACK + "-keep", tmp_path)["Bucket"]
+    s3.put_object(Bucket=kept, Key="checkpoints/run-t/step-000000001.pt", Body=b"w")
+    path = write_config(tmp_path / "keep.toml", RUN, extra=f'stack = "{STACK}-keep"\n[bucket]\nretain = false')
+    out = json.loads(launcher("teardown", "--config", str(path), "--yes", "--keep-data", "--json", check=True).stdout)
+    deploy_call, destroy_call = cdk_calls(fake_cdk)
+    assert deploy_call["command"] == "deploy" and deploy_call["context"]["destroy_bucket"] == "false"
+    assert destroy_call["command"] == "destroy" and destroy_call["context"]["destroy_bucket"] == "false"
+    assert out["bucket_kept"] and s3.get_object(Bucket=kept, Key="checkpoints/run-t/step-000000001.pt")
+
+    # retain = false without --keep-data: the stack takes the bucket with it, and the user is told
+    gone = deploy_with_fake_cdk(STACK + "-drop", tmp_path)["Bucket"]
+    path = write_config(tmp_path / "drop.toml", RUN, extra=f'stack = "{STACK}-drop"\n[bucket]\nretain = false')
+    result = launcher("teardown", "--config", str(path), "--yes", check=True)
+    assert cdk_calls(fake_cdk)[-1]["context"]["destroy_bucket"] == "true"
+    assert f"bucket {gone}: deleted" in result.stdout

@@ -71,6 +71,12 @@ def test_train_publishes_pushes_and_starts_the_run(tmp_path, home, aws, bucket, 
     assert token not in env.stdout
     assert token not in result.stdout + result.stderr
 
+    # --follow streams the agent's log until its tmux session ends (here the Hub is unreachable, so soon)
+    followed = launcher("train", "--config", str(path), "--follow", timeout=240, check=True)
+    assert "[data]" in followed.stdout and "agent" in followed.stdout
+    assert "session ended" in followed.stderr or "(it ended)" in followed.stderr
+    assert token not in followed.stdout + followed.stderr
+
 
 def test_train_refuses_a_busy_instance_unless_forced(tmp_path, home, aws, bucket, instance, monkeypatch):
     from job import s3 as s3mod

@@ -42,14 +42,24 @@ def reference(prepared, moto_server, tmp_path_factory):
     client.create_bucket(Bucket=bucket)
     run_dir = tmp_path_factory.mktemp("reference")
     spec = write_spec(run_dir / "spec.json", bucket, run="ref-" + uuid.uuid4().hex[:6])
-    result = run_trainer(spec, prepared, run_dir, trainer_env(moto_server.env))
-    _assert_ok(result)
+    proc = subprocess.Popen(torchrun_cmd(spec, prepared, run_dir), cwd=REPO, env=trainer_env(moto_server.env),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # SIGUSR2 (rebalance recommendation): checkpoint at the next step boundary and keep training
+        wait_for(lambda: (run_dir / "trainer.json").exists() and trainer_json(run_dir)["global_step"] >= 3,
+                 timeout=120, what="global step 3")
+        os.kill(int((run_dir / "pids" / "rank0.pid").read_text()), signal.SIGUSR2)
+        stdout, stderr = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr[-4000:]
     total = TINY["epochs"] * steps_per_epoch(prepared)
     return {"run_dir": run_dir, "spec": spec, "bucket": bucket, "client": client, "total": total,
-            "run": json.loads(spec.read_text())["run"], "result": result}
+            "run": json.loads(spec.read_text())["run"], "stderr": stderr}
 
 
-def test_loss_falls_and_accuracy_rises_far_above_chance(reference):
+def test_loss_falls_and_accuracy_rises_far_above_chance(reference, prepared):
     run_dir, total = reference["run_dir"], reference["total"]
     status = trainer_json(run_dir)
     assert status["state"] == "finished" and status["global_step"] == total
@@ -71,7 +81,11 @@ def test_loss_falls_and_accuracy_rises_far_above_chance(reference):
     assert head["ContentLength"] == pointer["size"] and head["Metadata"]["sha256"] == pointer["sha256"]
     states = [e["state"] for e in events(run_dir) if e["type"] == "state"]
     assert states == ["training", "finished"]
-    assert sum(e["type"] == "checkpoint" for e in events(run_dir)) == TINY["epochs"]
+    saved = [e["global_step"] for e in events(run_dir) if e["type"] == "checkpoint"]
+    per_epoch = steps_per_epoch(prepared)
+    extra = [step for step in saved if step % per_epoch]        # the SIGUSR2 one, between epoch ends
+    assert len(extra) == 1 and 3 <= extra[0] < per_epoch and len(saved) == TINY["epochs"] + 1
+    assert "(periodic or SIGUSR2)" in reference["stderr"]
     assert not list((run_dir / "pids").glob("*.pid"))  # removed at a clean exit
 
 
