@@ -148,6 +148,15 @@ def _problem(path: Path, sha256: str | None, size: int | None) -> str | None:
     return None
 
 
+def _lower_thread_priority(niceness: int = 10) -> None:
+    """Background writes and uploads yield the CPU to training and data loading (Linux: nice is per thread,
+    and TransferManager's threads inherit it). The notice path waits for them while training is stopped."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+    except (AttributeError, OSError) as exc:  # not Linux, or not permitted: run at normal priority
+        log.debug("could not lower the checkpoint thread's priority: %s", exc)
+
+
 def cpu_snapshot(obj):
     """A deep copy of a state tree with every tensor copied to CPU memory."""
     import torch
@@ -177,9 +186,11 @@ class CheckpointStore:
         self.on_durable = on_durable
         self.on_upload_error = on_upload_error
         self.last_durable: Durable | None = None
+        self.rejected: list[str] = []
         self._pending: dict[int, Future] = {}
         self._lock = threading.Lock()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-upload")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-upload",
+                                            initializer=_lower_thread_priority)
 
     # --- plumbing ---------------------------------------------------------------------------------------
     @property
@@ -324,6 +335,7 @@ class CheckpointStore:
     def find_latest(self) -> Found | None:
         """The newest checkpoint whose bytes match its sha256, local copy preferred; None on a fresh run."""
         problems: list[str] = []
+        self.rejected = problems      # also readable when nothing valid is left (find_latest -> None)
         local = self._local_metas()
         remote: dict[int, str] = {}
         pointer = None

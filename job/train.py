@@ -180,7 +180,6 @@ class Trainer:
             resolution=cfg.eval_resolution, resize=cfg.eval_resize, workers=cfg.workers, device=self.device)
         full = len(self.train_loader)
         self.steps_per_epoch = min(full, cfg.steps_per_epoch) if cfg.steps_per_epoch > 0 else full
-        self.total_steps = self.steps_per_epoch * cfg.epochs
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: recipes.lr_factor(cfg, step, self.steps_per_epoch))
 
@@ -257,7 +256,7 @@ class Trainer:
         found = None
         if self.ctx.is_main:
             found = self.store.find_latest()
-            for problem in (found.problems if found else []):
+            for problem in self.store.rejected:
                 self.records.event("checkpoint_rejected", message=problem)
         path = distributed.broadcast_object(self.ctx, str(found.path) if found else None)
         if path is None:
@@ -425,8 +424,9 @@ class Trainer:
         if self.ctx.is_main:
             self.status.update(state="training", global_step=self.global_step, epoch=self.epoch)
             log.info("training %s (%s preset) on %d process(es) x %d accumulation x %d images = global batch %d; "
-                     "%d steps/epoch, %d epochs; amp=%s", self.cfg.model, self.cfg.preset, self.ctx.world_size,
-                     self.accum, self.micro_batch, self.cfg.global_batch, self.steps_per_epoch, self.cfg.epochs,
+                     "%d steps/epoch x %d epochs = %d steps; amp=%s", self.cfg.model, self.cfg.preset,
+                     self.ctx.world_size, self.accum, self.micro_batch, self.cfg.global_batch, self.steps_per_epoch,
+                     self.cfg.epochs, self.steps_per_epoch * self.cfg.epochs,
                      self.amp_dtype if self.autocast else "off")
         self.module.train()
         window = {"start": time.perf_counter(), "steps": 0}

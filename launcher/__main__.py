@@ -1,4 +1,4 @@
 """`python -m launcher` = the `launcher` command."""
 from launcher.cli import main
 
-main()
+main(prog_name="launcher")

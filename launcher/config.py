@@ -289,16 +289,6 @@ def _train(table, fail) -> dict:
     return train
 
 
-def train_epochs(train: dict) -> int | None:
-    """Epochs the run will train: the override, else the preset's."""
-    from job import recipes
-
-    try:
-        return recipes.build_config({k: v for k, v in train.items() if k != "nproc_per_node"}).epochs
-    except (ValueError, TypeError):
-        return train.get("epochs")
-
-
 def _ssh(table: dict, fail) -> SshConfig:
     known = {"host", "port", "user", "key", "key_pair"}
     unknown = sorted(set(table) - known)

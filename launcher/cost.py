@@ -1,69 +1,31 @@
-"""What a run cost: each instance segment's running time × its hourly price, summed.
+"""A run's progress and cost, by the results page's own accounting (infra/results_site/runtime/summary.py).
 
-Prices, best first: the one the segment recorded in its state events (the spot price when it started), the
-run spec's price for that type (spot price at `launcher train`), the on-demand list price (upper bound).
+One cost model for the page and `launcher status`: each instance is billed from its first to its last record
+(to now while it is the live one) at the spot price recorded for it, else the run spec's price for its type;
+the projection scales the cost so far by the progress made. This module adds what the terminal shows on
+top: the current epoch and throughput from the newest step line, spot notices, and the ETA.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 
-from launcher import catalog
+def run_report(s3, bucket: str, run: str, *, now: float | None = None) -> dict:
+    from infra.results_site.runtime import runs, summary
 
-
-@dataclass
-class Segment:
-    id: str
-    instance_id: str | None
-    instance_type: str | None
-    az: str | None
-    start: float
-    end: float
-    price_per_hour: float | None
-    price_source: str
-    live: bool = False
-
-    @property
-    def hours(self) -> float:
-        return max(0.0, self.end - self.start) / 3600.0
-
-    @property
-    def cost_usd(self) -> float:
-        return self.hours * (self.price_per_hour or 0.0)
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "hours": self.hours, "cost_usd": self.cost_usd}
-
-
-def segment_price(events: list[dict], instance_type: str | None, spec_prices: dict[str, float]) -> tuple[float | None, str]:
-    for event in events:
-        price = event.get("price_per_hour")
-        if isinstance(price, (int, float)) and price > 0:
-            return float(price), "recorded"
-    if instance_type and spec_prices.get(instance_type):
-        return float(spec_prices[instance_type]), "run spec"
-    if instance_type in catalog.INSTANCE_TYPES:
-        return catalog.INSTANCE_TYPES[instance_type].on_demand_usd, "on-demand list price"
-    return None, "unknown"
-
-
-def build_segment(seg_id: str, events: list[dict], metrics: list[dict], spec_prices: dict[str, float], *,
-                  live: bool, now: float) -> Segment | None:
-    times = [r["time"] for r in events + metrics if isinstance(r.get("time"), (int, float))]
-    if not times:
-        return None
-    first = next((e for e in events if e.get("instance_type")), {})
-    price, source = segment_price(events, first.get("instance_type"), spec_prices)
-    return Segment(id=seg_id, instance_id=first.get("instance_id"), instance_type=first.get("instance_type"),
-                   az=first.get("az"), start=min(times), end=max(now, max(times)) if live else max(times),
-                   price_per_hour=price, price_source=source, live=live)
-
-
-def total(segments: list[Segment]) -> float:
-    return sum(s.cost_usd for s in segments)
-
-
-def projected(segments: list[Segment], remaining_s: float | None, price_per_hour: float | None) -> float | None:
-    """Cost so far plus the remaining time at the current price; None when the remaining time is unknown."""
-    if remaining_s is None or price_per_hour is None:
-        return None
-    return total(segments) + remaining_s / 3600.0 * price_per_hour
+    history = runs.load_run(s3, bucket, run)
+    if not history.exists:
+        return {"run": run, "state": "not started", "status": "not started", "segments": [], "cost_usd": None,
+                "projected_cost_usd": None, "eta_s": None, "interruptions": 0, "notices": 0,
+                "epoch": None, "images_per_s": None, "record_notices": history.notices}
+    facts = summary.summarize(history, now=now).to_json()
+    steps = [m for m in history.metrics if m.get("type") == "step" and summary.number(m.get("global_step")) is not None]
+    newest = max(steps, key=lambda m: (m["global_step"], m["time"])) if steps else {}
+    epochs = summary.epoch_rows(history)
+    epoch = newest.get("epoch", epochs[-1]["epoch"] if epochs else None)
+    return {**facts,
+            "interruptions": len(facts["interruptions"]),
+            "interruption_times": facts["interruptions"],
+            "notices": sum(1 for e in history.events if e.get("type") == "notice"),
+            "epoch": epoch,
+            "images_per_s": summary.number(newest.get("images_per_s")),
+            "eta_s": 0.0 if facts["state"] == "finished" else facts["projected_remaining_s"],
+            "record_notices": history.notices}

@@ -46,8 +46,8 @@ REPO_ID = "ILSVRC/imagenet-1k"         # the layout the local Hub serves is Imag
 TOKEN_ENV = "SPOT_DRILL_HF_TOKEN"      # the launcher reads the token from here (never HF_TOKEN: see _instance_env)
 
 DEFAULT_INTERRUPTIONS = 3
-DEFAULT_MODEL = "resnet10"
-DEFAULT_STEPS = 48
+DEFAULT_MODEL = "resnet18"
+DEFAULT_STEPS = 96                     # 8 epochs: the page shows learning, and the notices fit
 DEFAULT_RESOLUTION = 64
 # The real-photo set: 10 classes x 40 train photos (396 after the corrupt quirk files are dropped) / 10 val.
 CLASSES, TRAIN_PER_CLASS, VAL_PER_CLASS = 10, 40, 10
@@ -88,7 +88,7 @@ def train_table(opts: DrillOptions) -> dict:
     epochs, per_epoch = split_steps(opts.steps)
     return {"preset": "fast", "model": opts.model, "epochs": epochs, "steps_per_epoch": per_epoch,
             "warmup_epochs": min(1.0, epochs / 4), "global_batch": GLOBAL_BATCH, "max_micro_batch": GLOBAL_BATCH // NPROC,
-            "lr": 0.2, "resolution": opts.resolution, "workers": 0, "log_every": 1, "eval_batch": 50,
+            "lr": 0.1, "resolution": opts.resolution, "workers": 0, "log_every": 1, "eval_batch": 50,
             "checkpoint_every_min": 60, "keep_checkpoints": 2, "nproc_per_node": NPROC}
 
 
@@ -605,10 +605,19 @@ class Drill:
         self._done(f"finish_{run}", since, f"run {run} finished at step {instance.trainer(run).get('global_step')}")
 
     def reference(self, instance: LocalInstance) -> None:
-        from launcher.commands.train import train
+        """The same spec and the very same job package (copied in S3, so a tree edited meanwhile cannot differ),
+        under another run name, started by the resume path, never interrupted."""
+        from job.runspec import RunSpec
+        from launcher.commands.resume import resume
 
-        since = self._phase(f"reference: the same spec uninterrupted as run {REFERENCE_RUN} on {instance.name}")
-        result = train(self.config(instance, REFERENCE_RUN))
+        since = self._phase(f"reference: the same spec and package uninterrupted as run {REFERENCE_RUN} "
+                            f"on {instance.name}")
+        spec = RunSpec.fetch(self.s3, self.bucket, RUN)
+        spec.run = REFERENCE_RUN
+        spec.upload(self.s3)
+        self.s3.copy_object(Bucket=self.bucket, Key=layout.package_key(REFERENCE_RUN),
+                            CopySource={"Bucket": self.bucket, "Key": layout.package_key(RUN)})
+        result = resume(self.config(instance, REFERENCE_RUN))
         if result["bootstrap"].get("action") != "started":
             raise DrillError(f"the reference run did not start: {result['bootstrap']}")
         self.timings["reference_launch"] = round(time.monotonic() - since, 2)
@@ -720,6 +729,9 @@ def _seconds(value) -> str:
 
 def print_summary(result: dict) -> None:
     console = progress.console()
+    if "details" not in result:          # it stopped before the chain completed: the error says where
+        console.print(f"[bold red]drill FAILED[/] after {result.get('elapsed_s')}s: {result.get('error')}")
+        return
     if result.get("details"):
         console.print(summary_table(result))
     weights = result.get("weights") or {}
@@ -764,8 +776,13 @@ def drill_command(interruptions, model, steps, resolution, as_json, keep, result
     started = time.monotonic()
     try:
         result = run_drill(opts)
+    except click.ClickException:
+        raise
     except (LauncherError, TimeoutError) as exc:
         result = failed_result(opts, str(exc), started)
+    except Exception as exc:  # noqa: BLE001 - a bug in a piece: show where, and still answer (ok: false)
+        progress.console().print_exception()
+        result = failed_result(opts, f"{type(exc).__name__}: {exc}", started)
     if as_json:
         click.echo(json.dumps(result, sort_keys=True))
     else:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from launcher import report
-from launcher.config import RunConfig, train_epochs
+from launcher import cost
+from launcher.config import RunConfig
 from launcher.deployment import Deployment
 from launcher.errors import LauncherError
 
@@ -29,17 +29,7 @@ def status(config: RunConfig) -> dict:
                    "spot_price_per_hour": deployment.aws.spot_price(inst.instance_type, inst.az)}
             result["instances"].append(row)
 
-    s3 = deployment.s3
-    from job.runspec import RunSpec
-
-    try:
-        spec = RunSpec.fetch(s3, deployment.bucket, config.name)
-    except s3.exceptions.NoSuchKey:
-        spec = None
-    records = report.read_records(s3, deployment.bucket, config.name)
-    epochs = train_epochs(spec.train if spec else config.train)
-    run_report = report.build(config.name, records, epochs=epochs, spec_prices=spec.price_per_hour if spec else {})
-    result["progress"] = run_report.to_dict()
+    result["progress"] = cost.run_report(deployment.s3, deployment.bucket, config.name)
     return result
 
 
@@ -97,18 +87,21 @@ def render(result: dict):
     prog = result.get("progress")
     if prog:
         table = Table.grid(padding=(0, 2))
-        epochs = f"/{prog['epochs']}" if prog.get("epochs") else ""
+        epochs = f"/{prog['epochs_total']}" if prog.get("epochs_total") else ""
         steps = f"/{prog['total_steps']}" if prog.get("total_steps") else ""
-        table.add_row("state", prog["state"])
-        table.add_row("epoch", f"{prog['epoch'] if prog['epoch'] is not None else '—'}{epochs}")
-        table.add_row("step", f"{prog['global_step'] if prog['global_step'] is not None else '—'}{steps}")
+        table.add_row("state", prog["status"] if prog["status"] == prog["state"] else f"{prog['status']} ({prog['state']})")
+        table.add_row("epoch", f"{prog['epoch'] if prog.get('epoch') is not None else '—'}{epochs}")
+        table.add_row("step", f"{prog['global_step'] if prog.get('global_step') is not None else '—'}{steps}")
         ips = prog.get("images_per_s")
         table.add_row("images/s", "—" if ips is None else f"{ips:,.0f}")
         table.add_row("ETA", _hms(prog.get("eta_s")))
         top1 = prog.get("best_top1")
-        table.add_row("best top-1", "—" if top1 is None else f"{top1 * 100 if top1 <= 1 else top1:.2f}%")
+        table.add_row("best top-1", "—" if top1 is None else f"{top1:.2f}%")
         table.add_row("interruptions", str(prog["interruptions"]))
-        table.add_row("cost so far", _usd(prog["cost_usd"]))
-        table.add_row("projected", _usd(prog.get("projected_usd")))
+        unpriced = f" ({prog['unpriced_segments']} instance(s) without a price)" if prog.get("unpriced_segments") else ""
+        table.add_row("cost so far", _usd(prog.get("cost_usd")) + unpriced)
+        table.add_row("projected", _usd(prog.get("projected_cost_usd")))
         parts.append(table)
+        for notice in prog.get("record_notices") or []:
+            parts.append(f"[yellow]note:[/] {notice}")
     return Group(*parts)

@@ -61,7 +61,8 @@ def train(config: RunConfig, *, force: bool = False) -> dict:
     progress.step("connecting to the instance")
     remote = deployment.connect()
     try:
-        busy = [r for r in remote.run_sessions() if r != config.name]
+        sessions = remote.run_sessions()
+        busy = [r for r in sessions if r != config.name]
         if busy and not force:
             raise LauncherError(f"the instance {remote.conn.host} is busy with run(s) {', '.join(busy)} "
                                 f"(tmux session {', '.join('spot-' + r for r in busy)}). Stop it first, use another "
@@ -97,7 +98,7 @@ def train(config: RunConfig, *, force: bool = False) -> dict:
         transfer.publish_run(s3, spec)
         progress.done(f"run spec and {layout.active_run_key()} written")
 
-        if remote.has_session(config.name):
+        if config.name in sessions:
             progress.info(f"run {config.name} is already running on {remote.conn.host}: not pushing new code into it")
         else:
             with progress.spinner(f"pushing the package to {remote.conn.host}"):

@@ -154,3 +154,79 @@ def test_bad_source_gives_errors_naming_the_fix(hub_dataset, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "job.prepare", "--source", str(partial), "--out",
                            str(tmp_path / "out"), "--splits", "test"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "no test-*.parquet" in proc.stderr
+
+
+# ---------------------------------------------------------------- the per-image path (job/resize.py)
+
+def _photo_jpeg(width: int, height: int, quality: int = 90) -> bytes:
+    import skimage.data
+
+    photo = Image.fromarray(skimage.data.astronaut()).resize((width, height), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    photo.save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("size, short_side, factor", [
+    ((400, 300), 192, 1),    # < 2x the target: full-size decode (the slow 5/8-7/8 IDCTs are avoided)
+    ((500, 384), 192, 2),    # exactly 2x: 1/2 still covers 192
+    ((500, 383), 192, 1),    # target 251x192: 1/2 gives 250x192, one column short, so full size
+    ((1600, 1200), 192, 4),  # 1/8 gives 150 < 192
+    ((3200, 2400), 192, 8),
+    ((150, 100), 192, 1),    # smaller than the target: never enlarged
+])
+def test_dct_reduction_is_the_largest_power_of_two_that_covers_the_target(size, short_side, factor):
+    from job.resize import dct_reduction, target_size
+
+    width, height = size
+    target = target_size(width, height, short_side)
+    reduced = dct_reduction(width, height, target)
+    assert reduced == factor
+    assert -(-width // reduced) >= target[0] and -(-height // reduced) >= target[1]
+    if reduced < 8:
+        assert -(-width // (2 * reduced)) < target[0] or -(-height // (2 * reduced)) < target[1]
+
+
+@pytest.mark.parametrize("size", [(400, 300), (500, 384), (1600, 1200), (333, 500)])
+def test_resized_jpeg_matches_a_lanczos_reference_at_the_exact_size(size):
+    """Whatever the DCT scale, the stored image has the exact target size and stays close to PIL's full
+    decode + Lanczos resize: within 30 % of the error that re-encoding that reference alone at the same
+    quality costs (the floor any stored JPEG has), so the fast decode + bilinear adds little on top."""
+    from job.resize import resized_jpeg, target_size
+
+    data = _photo_jpeg(*size)
+    jpeg, height, width = resized_jpeg(data, 192, 90)
+    target = target_size(*size, 192)
+    with Image.open(io.BytesIO(data)) as original:
+        reference = original.convert("RGB").resize(target, Image.Resampling.LANCZOS)
+    floor_buffer = io.BytesIO()
+    reference.save(floor_buffer, "JPEG", quality=90)
+    reference = np.asarray(reference, dtype=np.int16)
+    floor = np.abs(np.asarray(Image.open(floor_buffer), dtype=np.int16) - reference).mean()
+    with Image.open(io.BytesIO(jpeg)) as stored:
+        assert stored.format == "JPEG" and stored.mode == "RGB" and stored.size == target == (width, height)
+        error = np.abs(np.asarray(stored, dtype=np.int16) - reference).mean()
+    assert error < 1.3 * floor, f"mean abs error {error:.2f} vs a Lanczos reference; re-encode alone: {floor:.2f}"
+
+
+def test_corrupt_jpeg_raises_a_decode_error_naming_the_damage():
+    from job.resize import DECODE_ERRORS, resized_jpeg
+
+    data = _photo_jpeg(400, 300)
+    with pytest.raises(DECODE_ERRORS, match="truncated"):
+        resized_jpeg(data[: len(data) // 3], 192, 90)
+    with pytest.raises(DECODE_ERRORS):
+        resized_jpeg(b"not an image at all", 192, 90)
+
+
+def test_in_process_prepare_gives_the_caller_its_thread_setting_back(hub_dataset, tmp_path):
+    import cv2
+
+    source, _ = hub_dataset
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(2)
+    try:
+        prepare(source, tmp_path / "out", workers=1, splits=["validation"], progress=False)
+        assert cv2.getNumThreads() == 2
+    finally:
+        cv2.setNumThreads(before)

@@ -8,6 +8,7 @@ import pytest
 
 from job import layout
 from job.records import RunRecords
+from job.runspec import RunSpec
 from tests.launcher.conftest import deploy_with_fake_cdk, launcher, write_config
 
 
@@ -46,6 +47,8 @@ def test_status_reports_instance_progress_interruptions_and_cost(tmp_path, home,
     s3 = s3mod.client("s3")
     t0 = time.time() - 4400
     seed_records(s3, bucket, "run-s", tmp_path, t0)
+    RunSpec(run="run-s", bucket=bucket, train={"preset": "fast", "epochs": 4},
+            price_per_hour={"g5.xlarge": 0.5, "g4dn.xlarge": 0.25}).upload(s3)
     path = write_config(tmp_path / "run.toml", "run-s")          # no [bucket]/[ssh]: everything from AWS
 
     started = time.time()
@@ -59,22 +62,24 @@ def test_status_reports_instance_progress_interruptions_and_cost(tmp_path, home,
     assert inst["lifecycle"] in ("spot", "on-demand") and inst["spot_price_per_hour"] == pytest.approx(0.00001)
 
     p = status["progress"]
-    assert p["state"] == "training" and p["epoch"] == 1 and p["global_step"] == 100
-    assert p["images_per_s"] == 320.0 and p["best_top1"] == 0.45 and p["best_top5"] == 0.8
+    assert p["state"] == "training" and p["status"] == "resumed" and p["epoch"] == 1 and p["global_step"] == 100
+    assert p["images_per_s"] == 320.0 and p["best_top1"] == 45.0 and p["best_top5"] == 80.0
     assert p["interruptions"] == 1 and p["notices"] == 1
-    assert p["epochs"] == 4 and p["total_steps"] == 200              # 50 steps per epoch × 4 epochs
-    assert p["eta_s"] == pytest.approx(500.0)                        # 100 steps left at 0.2 steps/s
+    assert p["epochs_total"] == 4 and p["total_steps"] == 200 and p["progress"] == 0.5   # 50 steps/epoch × 4
     seg1, seg2 = p["segments"]
-    assert seg1["instance_type"] == "g5.xlarge" and not seg1["live"] and seg1["price_source"] == "recorded"
+    assert seg1["instance_type"] == "g5.xlarge" and not seg1["live"] and seg1["ended_by"] == "interrupted"
     assert seg1["cost_usd"] == pytest.approx(3600 / 3600 * 0.5)
     assert seg2["instance_type"] == "g4dn.xlarge" and seg2["live"]
     low, high = (started - (t0 + 4000)) / 3600 * 0.25, (now - (t0 + 4000)) / 3600 * 0.25
     assert low - 1e-6 <= seg2["cost_usd"] <= high + 1e-6
     assert p["cost_usd"] == pytest.approx(seg1["cost_usd"] + seg2["cost_usd"])
-    assert p["projected_usd"] == pytest.approx(p["cost_usd"] + 500 / 3600 * 0.25)
+    assert p["projected_cost_usd"] == pytest.approx(p["cost_usd"] / 0.5)       # half done: twice the cost
+    billed = seg1["duration_s"] + seg2["duration_s"]
+    assert p["eta_s"] == pytest.approx(billed)                                  # the other half, at the same pace
 
     text = launcher("status", "--config", str(path), "--html", str(tmp_path / "page.html"), check=True)
-    for expected in ("g5.xlarge", "us-east-1a", "training", "100/200", "45.00%", "interruptions", "$0.", "8m20s"):
+    for expected in ("g5.xlarge", "us-east-1a", "resumed (training)", "100/200", "45.00%", "interruptions", "$0.",
+                     "1h0"):
         assert expected in text.stdout, expected
     page = (tmp_path / "page.html").read_text()
     assert "run-s" in page and "<svg" in page

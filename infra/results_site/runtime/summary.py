@@ -140,11 +140,18 @@ def _segments(history, live: bool, now: float) -> list[Segment]:
         events_of.setdefault(record["_segment"], []).append(record)
     for record in history.events + history.metrics:
         times_of.setdefault(record["_segment"], []).append(record["time"])
+    # The agent, the trainer and the watcher on one instance each write their own segment (one writer per
+    # object), but it is one instance and one bill: they make one row, named after the trainer's segment.
+    members: dict[str, list[str]] = {}
+    for seg_id in times_of:
+        members.setdefault(_last_field(events_of.get(seg_id, []), "instance_id") or seg_id, []).append(seg_id)
     segments: list[Segment] = []
-    for seg_id, times in times_of.items():
+    for group in members.values():
+        seg_id = min(group, key=lambda s: (s.endswith(("-agent", "-watcher")), s))
+        times = [t for s in group for t in times_of[s]]
         if not times:
             continue
-        events = events_of.get(seg_id, [])  # already in time order
+        events = sorted((e for s in group for e in events_of.get(s, [])), key=lambda e: e["time"])
         instance_type = _last_field(events, "instance_type")
         price = number(_last_field(events, "price_per_hour"))
         if price is None and isinstance(instance_type, str):
