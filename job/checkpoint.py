@@ -408,6 +408,10 @@ class CheckpointStore:
         with self._lock:
             self._pending[meta["global_step"]] = self._executor.submit(self._upload, path, meta, {})
 
+    def busy(self) -> bool:
+        """True while any checkpoint is still being written, uploaded or verified."""
+        return any(not future.done() for future in self._pending.values())
+
     def pending(self, global_step: int) -> Future | None:
         return self._pending.get(global_step)
 

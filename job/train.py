@@ -359,17 +359,23 @@ class Trainer:
 
     def _step_boundary(self) -> str | None:
         """Collective after every step: 'stop', 'checkpoint' or None, the same answer on every rank."""
-        due = 0
+        due = busy = 0
         if self.ctx.is_main:
             due = int(time.monotonic() - self.last_checkpoint_time >= self.cfg.checkpoint_every_min * 60)
-        stop, requested = distributed.agree_max(self.ctx, self.signals.stop, self.signals.checkpoint or due)
-        self.signals.checkpoint = 0
+            busy = int(self.store.busy())
+        stop, requested, busy = distributed.agree_max(self.ctx, self.signals.stop, self.signals.checkpoint or due,
+                                                      busy)
         if stop:
             self.stop_reason = signal.Signals(stop).name   # the same on every rank, whichever got the signal
             return "stop"
         if self.max_steps and self.global_step >= self.max_steps:
             self.stop_reason = f"max-steps {self.max_steps}"
             return "stop"
+        if requested and busy:
+            # The previous checkpoint is still being written or uploaded (slow or unreachable S3): queueing
+            # another full-state snapshot behind it would only pile up memory. Keep the request for later.
+            return None
+        self.signals.checkpoint = 0
         return "checkpoint" if requested else None
 
     def _log_step(self, step_loss: torch.Tensor, window: dict) -> None:

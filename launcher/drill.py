@@ -300,6 +300,13 @@ def read_segments(s3, bucket: str, run: str) -> list[Segment]:
     return sorted(trainers, key=lambda s: s.start)
 
 
+def training_wall_s(segments: list[Segment]) -> float | None:
+    """First training step → finished, across all segments (the data step before it left out)."""
+    first = segments[0].first_step_time if segments else None
+    finished = [e["time"] for e in segments[-1].states("finished")] if segments else []
+    return round(finished[-1] - first, 2) if first is not None and finished else None
+
+
 @dataclass
 class Interruption:
     """What the drill did for one notice (its own clock; the records supply the rest)."""
@@ -655,6 +662,8 @@ class Drill:
                    f"weights DIFFER: {weights['differing_tensors']}")
         segments = read_segments(self.s3, self.bucket, RUN)
         rows, problems = analyse(segments, self.interruptions)
+        wall = {"interrupted": training_wall_s(segments),
+                "uninterrupted": training_wall_s(read_segments(self.s3, self.bucket, REFERENCE_RUN))}
         for row in rows:
             row["mid_epoch"] = row["checkpoint_step"] % per_epoch != 0
         page = self.render_page()
@@ -671,6 +680,10 @@ class Drill:
             "steps_total": finished or 0, "results_page": str(page),
             "model": self.opts.model, "resolution": self.opts.resolution, "world_size": NPROC,
             "epochs": self.train["epochs"], "steps_per_epoch": per_epoch,
+            "training_wall_s": wall,
+            # what each interruption cost in wall time (checkpoint, reclaim, replacement boot, restore, resume)
+            "interruption_overhead_s": (round((wall["interrupted"] - wall["uninterrupted"]) / len(rows), 2)
+                                        if rows and None not in wall.values() else None),
             "details": rows, "weights": weights, "problems": problems, "timings_s": self.timings,
             "elapsed_s": round(time.monotonic() - self.started, 1),
             **({"workdir": str(self.root)} if self.opts.keep else {}),
@@ -707,19 +720,20 @@ def run_drill(opts: DrillOptions) -> dict:
 
 # ------------------------------------------------------------------------------------------ output
 def summary_table(result: dict):
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=f"drill: {'OK' if result['ok'] else 'FAILED'}", title_style="bold green" if result["ok"]
-                  else "bold red")
-    for column in ("#", "notice on", "replacement", "steps before notice", "checkpoint", "resumed from", "lost",
-                   "notice → durable", "replacement → resumed step"):
-        table.add_column(column, justify="right" if column not in ("notice on", "replacement") else "left")
+    table = Table(title=f"drill: {'OK' if result['ok'] else 'FAILED'}", box=box.SIMPLE_HEAD, pad_edge=False,
+                  title_style="bold green" if result["ok"] else "bold red",
+                  caption="durable: notice → checkpoint verified in S3; resume: replacement boot → first resumed "
+                          "step")
+    for column in ("#", "instances", "notice at", "checkpoint", "resumed", "lost", "durable", "resume"):
+        table.add_column(column, justify="left" if column == "instances" else "right", no_wrap=True)
     for n, row in enumerate(result["details"], start=1):
-        table.add_row(str(n), f"{row['instance']} {row['instance_id']}",
-                      f"{row['replacement']} {row['replacement_id']}", str(row["steps_before_notice"]),
-                      f"{row['checkpoint_step']}{' (mid-epoch)' if row['mid_epoch'] else ' (epoch end)'}",
-                      str(row["resumed_from"]), str(row["lost_steps"]), _seconds(row["notice_to_durable_s"]),
-                      _seconds(row["resume_s"]))
+        moved = f"{row['instance'].split()[-1]} → {row['replacement'].split()[-1]}"
+        checkpoint = f"{row['checkpoint_step']} ({'mid-epoch' if row['mid_epoch'] else 'epoch end'})"
+        table.add_row(str(n), moved, f"step {row['steps_before_notice']}", checkpoint, str(row["resumed_from"]),
+                      str(row["lost_steps"]), _seconds(row["notice_to_durable_s"]), _seconds(row["resume_s"]))
     return table
 
 
@@ -738,7 +752,9 @@ def print_summary(result: dict) -> None:
     lines = [
         f"model {result.get('model')} at {result.get('resolution')} px, {result.get('world_size')} processes, "
         f"{result.get('epochs')} epochs x {result.get('steps_per_epoch')} steps = {result.get('steps_total')} steps",
-        f"interruptions {result['interruptions']}, lost steps {result['lost_steps']}",
+        f"interruptions {result['interruptions']}, lost steps {result['lost_steps']}, wall time per interruption "
+        f"{_seconds(result.get('interruption_overhead_s'))} (training {_seconds(result['training_wall_s']['interrupted'])}"
+        f" vs {_seconds(result['training_wall_s']['uninterrupted'])} uninterrupted)",
         "final weights " + ("bit-identical to the uninterrupted run" if result["weights_match_uninterrupted"]
                             else f"DIFFER from the uninterrupted run {weights.get('differing_tensors', '')}"),
         f"results page {result.get('results_page')}",
