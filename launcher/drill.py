@@ -30,7 +30,7 @@ import tempfile
 import time
 import uuid
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -43,7 +43,9 @@ RUN = "drill"
 REFERENCE_RUN = "drill-reference"
 DATASET = "photos"
 REPO_ID = "ILSVRC/imagenet-1k"         # the layout the local Hub serves is ImageNet's; the photos are not
-TOKEN_ENV = "SPOT_DRILL_HF_TOKEN"      # the launcher reads the token from here (never HF_TOKEN: see _instance_env)
+# The launcher reads the Hub token from here. Not HF_TOKEN: job.download would take that from the environment
+# before SSM, and the drill must prove the instances get it from SSM only.
+TOKEN_ENV = "SPOT_DRILL_HF_TOKEN"
 
 DEFAULT_INTERRUPTIONS = 3
 DEFAULT_MODEL = "resnet18"
@@ -87,8 +89,9 @@ def train_table(opts: DrillOptions) -> dict:
     """The run config's [train] table: the `fast` preset shrunk to CPU size (same code, smaller numbers)."""
     epochs, per_epoch = split_steps(opts.steps)
     return {"preset": "fast", "model": opts.model, "epochs": epochs, "steps_per_epoch": per_epoch,
-            "warmup_epochs": min(1.0, epochs / 4), "global_batch": GLOBAL_BATCH, "max_micro_batch": GLOBAL_BATCH // NPROC,
-            "lr": 0.1, "resolution": opts.resolution, "workers": 0, "log_every": 1, "eval_batch": 50,
+            "warmup_epochs": min(1.0, epochs / 4), "global_batch": GLOBAL_BATCH,
+            "max_micro_batch": GLOBAL_BATCH // NPROC, "lr": 0.1, "resolution": opts.resolution, "workers": 0,
+            "log_every": 1, "eval_batch": 50,
             "checkpoint_every_min": 60, "keep_checkpoints": 2, "nproc_per_node": NPROC}
 
 
@@ -160,10 +163,9 @@ class LocalInstance:
         from job.testing.imds_server import ImdsServer
         from launcher.testing.sshd import LocalSshd
 
-        self.slot, self.instance_type, self.az = slot, instance_type, az
+        self.slot, self.instance_type, self.az, self.drill_id = slot, instance_type, az, drill_id
         self.boots = 0
-        self.imds = ImdsServer(instance_id=self._new_id(drill_id), instance_type=instance_type, az=az)
-        self.drill_id = drill_id
+        self.imds = ImdsServer(instance_id=self._new_id(), instance_type=instance_type, az=az)
         data_dir = root / "data"
         self.sshd = LocalSshd(root=root, data_dir=data_dir, env={
             **shared_env, **self.imds.env,
@@ -171,8 +173,8 @@ class LocalInstance:
             # cleanup finds them all by environment, never by name
             "SPOT_DRILL_ID": drill_id, "HF_HOME": str(data_dir / "hf-home")})
 
-    def _new_id(self, drill_id: str) -> str:
-        return f"i-0{drill_id[:6]}{self.slot}{self.boots:09x}"
+    def _new_id(self) -> str:
+        return f"i-0{self.drill_id[:6]}{self.slot}{self.boots:09x}"
 
     @property
     def name(self) -> str:
@@ -198,8 +200,8 @@ class LocalInstance:
         self.data_dir.mkdir(parents=True)
         self.boots += 1
         self.imds.control("clear")
-        with self.imds.state.lock:
-            self.imds.state.instance_id = self._new_id(self.drill_id)
+        with self.imds.state.lock:   # the metadata service now describes the new instance
+            self.imds.state.instance_id = self._new_id()
 
     def reclaim(self) -> int:
         """End every process of this instance (tmux server, agent, watcher, trainers)."""
@@ -241,7 +243,9 @@ class LocalInstance:
             return f"({path} does not exist)"
 
     def ssh_table(self) -> dict:
-        return {"host": self.sshd.host, "port": self.sshd.port, "user": self.sshd.user, "key": str(self.sshd.key_path)}
+        """The run config's [ssh] table that reaches this instance (what skips instance discovery)."""
+        return {"host": self.sshd.host, "port": self.sshd.port, "user": self.sshd.user,
+                "key": str(self.sshd.key_path)}
 
 
 # ------------------------------------------------------------------------------------------ run records
@@ -319,7 +323,8 @@ class Interruption:
     replaced_at: float = 0.0
 
 
-def analyse(segments: list[Segment], interruptions: list[Interruption]) -> tuple[list[dict], list[str]]:
+def analyse(segments: list[Segment], interruptions: list[Interruption],
+            steps_per_epoch: int) -> tuple[list[dict], list[str]]:
     """Per interruption: steps before the notice, checkpoint, resume point, lost steps, timings; plus problems."""
     rows, problems = [], []
     if len(segments) != len(interruptions) + 1:
@@ -344,12 +349,15 @@ def analyse(segments: list[Segment], interruptions: list[Interruption]) -> tuple
             "instance": done.instance, "instance_id": done.instance_id,
             "replacement": done.replacement, "replacement_id": done.replacement_id,
             "steps_before_notice": computed, "checkpoint_step": stopped, "resumed_from": resumed,
-            "mid_epoch": None, "lost_steps": max(0, computed - resumed),
+            "mid_epoch": stopped % steps_per_epoch != 0, "lost_steps": max(0, computed - resumed),
             "notice_to_durable_s": round(durable_at - done.noticed_at, 3) if durable_at else None,
             "resume_s": round(first - done.replaced_at, 3) if first else None,
         })
         if durable_at is None:
             problems.append(f"interruption {i}: no durable checkpoint recorded after the notice")
+        if not any(e.get("type") == "notice" and e.get("durable_after_notice") for e in seg.events):
+            problems.append(f"interruption {i}: the watcher recorded no notice with a durable checkpoint in "
+                            f"segment {seg.name}")
         if first is None:
             problems.append(f"interruption {i}: the replacement never recorded a training step")
     return rows, problems
@@ -409,10 +417,15 @@ def _shielded():
 
 @contextmanager
 def _environ(values: dict[str, str]):
-    """This process's boto3 and launcher API see the drill's endpoints for the duration."""
+    """This process's boto3 and launcher API see the drill's endpoints for the duration, and nothing that could
+    lead them to a real AWS account (a profile, a per-service endpoint)."""
     from job import s3
 
-    saved = {k: os.environ.get(k) for k in values}
+    hidden = [k for k in os.environ if k.startswith("AWS_ENDPOINT_URL_") or k in ("AWS_PROFILE", "AWS_CONFIG_FILE",
+                                                                                   "AWS_SHARED_CREDENTIALS_FILE")]
+    saved = {k: os.environ.get(k) for k in [*values, *hidden]}
+    for key in hidden:
+        del os.environ[key]
     os.environ.update(values)
     s3._session.cache_clear()
     try:
@@ -507,7 +520,8 @@ class Drill:
         t = instance.trainer(run)
         if not t:
             return f"{instance.name}: preparing (data step, lease, torchrun start)"
-        return f"{instance.name}: {t.get('state')} step {t.get('global_step')}/{self.total_steps} epoch {t.get('epoch')}"
+        return (f"{instance.name}: {t.get('state')} step {t.get('global_step')}/{self.total_steps} "
+                f"epoch {t.get('epoch')}")
 
     def _wait(self, instance: LocalInstance, run: str, what: str, probe, *, allow_end: bool = False):
         """Poll `probe` until truthy; fail fast (with the agent's log) when the run's tmux session ended."""
@@ -661,11 +675,9 @@ class Drill:
         self._done("compare", since, "weights bit-identical" if weights["match"] else
                    f"weights DIFFER: {weights['differing_tensors']}")
         segments = read_segments(self.s3, self.bucket, RUN)
-        rows, problems = analyse(segments, self.interruptions)
+        rows, problems = analyse(segments, self.interruptions, per_epoch)
         wall = {"interrupted": training_wall_s(segments),
                 "uninterrupted": training_wall_s(read_segments(self.s3, self.bucket, REFERENCE_RUN))}
-        for row in rows:
-            row["mid_epoch"] = row["checkpoint_step"] % per_epoch != 0
         page = self.render_page()
         finished = segments[-1].finished_at if segments else None
         lost = sum(r["lost_steps"] for r in rows)
@@ -746,15 +758,14 @@ def print_summary(result: dict) -> None:
     if "details" not in result:          # it stopped before the chain completed: the error says where
         console.print(f"[bold red]drill FAILED[/] after {result.get('elapsed_s')}s: {result.get('error')}")
         return
-    if result.get("details"):
-        console.print(summary_table(result))
-    weights = result.get("weights") or {}
+    console.print(summary_table(result))
+    weights, wall = result.get("weights") or {}, result["training_wall_s"]
     lines = [
         f"model {result.get('model')} at {result.get('resolution')} px, {result.get('world_size')} processes, "
         f"{result.get('epochs')} epochs x {result.get('steps_per_epoch')} steps = {result.get('steps_total')} steps",
         f"interruptions {result['interruptions']}, lost steps {result['lost_steps']}, wall time per interruption "
-        f"{_seconds(result.get('interruption_overhead_s'))} (training {_seconds(result['training_wall_s']['interrupted'])}"
-        f" vs {_seconds(result['training_wall_s']['uninterrupted'])} uninterrupted)",
+        f"{_seconds(result.get('interruption_overhead_s'))} (training {_seconds(wall['interrupted'])} vs "
+        f"{_seconds(wall['uninterrupted'])} uninterrupted)",
         "final weights " + ("bit-identical to the uninterrupted run" if result["weights_match_uninterrupted"]
                             else f"DIFFER from the uninterrupted run {weights.get('differing_tensors', '')}"),
         f"results page {result.get('results_page')}",

@@ -137,6 +137,23 @@ def test_stopping_mid_training_ends_every_process_and_removes_every_temp_dir(tmp
     assert_nothing_left(scratch)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_drill_that_cannot_do_what_was_asked_says_how_and_leaves_nothing(tmp_path):
+    """16 steps cannot hold 2 notices at resnet10's speed (each may take the watcher's 5 s poll to land): the
+    drill measures that in the first segment, fails with the fix, exit code 1, and still cleans up."""
+    env, scratch = drill_env(tmp_path)
+    out = subprocess.run(drill_argv("--interruptions", "2", "--model", "resnet10", "--steps", "16", "--json"),
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=220)
+    assert out.returncode == 1, out.stderr[-4000:]
+    result = json.loads(out.stdout)
+    for key, kind in KEYS.items():
+        assert key == "results_page" or isinstance(result[key], kind), (key, result[key])
+    assert result["ok"] is False and result["results_page"] is None
+    assert "use --steps" in result["error"]
+    assert_nothing_left(scratch)
+
+
 def _training(scratch: Path) -> bool:
     for path in scratch.glob("spot-drill-*/*/data/runs/drill/trainer.json"):
         try:

@@ -33,6 +33,7 @@ def _segment(name, start, resumed, steps, stopped=None, finished=None, durable_a
                "global_step": resumed}]
     if durable_at is not None:
         events.append({"time": durable_at, "type": "checkpoint", "key": f"k{stopped}", "global_step": stopped})
+        events.append({"time": durable_at + 0.1, "type": "notice", "step": stopped, "durable_after_notice": True})
     if stopped is not None:
         events.append({"time": (durable_at or start) + 0.5, "type": "state", "state": "interrupted",
                        "global_step": stopped})
@@ -45,22 +46,31 @@ def _segment(name, start, resumed, steps, stopped=None, finished=None, durable_a
 def test_a_resume_from_the_notice_checkpoint_loses_nothing():
     first = _segment("s1", 0, 0, [(1, 1), (2, 2), (3, 3), (4, 4)], stopped=4, durable_at=4.5)
     second = _segment("s2", 10, 4, [(20, 5), (21, 6)], finished=6)
-    rows, problems = analyse([first, second], [Interruption("A", "i-a", noticed_at=2.5, replaced_at=12.0)])
+    rows, problems = analyse([first, second], [Interruption("A", "i-a", noticed_at=2.5, replaced_at=12.0)], 12)
     assert problems == []
     assert rows[0]["steps_before_notice"] == 2 and rows[0]["checkpoint_step"] == 4
-    assert rows[0]["lost_steps"] == 0
+    assert rows[0]["lost_steps"] == 0 and rows[0]["mid_epoch"] is True
     assert rows[0]["notice_to_durable_s"] == 2.0 and rows[0]["resume_s"] == 8.0
 
 
 def test_a_resume_from_an_older_checkpoint_counts_the_steps_it_redoes():
     first = _segment("s1", 0, 0, [(1, 1), (2, 2), (3, 3), (4, 4)], stopped=4, durable_at=4.5)
     second = _segment("s2", 10, 1, [(20, 2)], finished=6)       # resumed from step 1, not 4
-    rows, problems = analyse([first, second], [Interruption("A", "i-a", noticed_at=3.5, replaced_at=12.0)])
+    rows, problems = analyse([first, second], [Interruption("A", "i-a", noticed_at=3.5, replaced_at=12.0)], 12)
     assert rows[0]["lost_steps"] == 2                           # steps 2 and 3 were done before the notice
     assert any("not the notice checkpoint's 4" in p for p in problems)
 
 
+def test_an_interruption_the_watcher_did_not_record_is_a_problem():
+    first = _segment("s1", 0, 0, [(1, 1), (2, 2)], stopped=2, durable_at=2.5)
+    first.events = [e for e in first.events if e["type"] != "notice"]
+    second = _segment("s2", 10, 2, [(20, 3)], finished=3)
+    rows, problems = analyse([first, second], [Interruption("A", "i-a", noticed_at=1.5, replaced_at=12.0)], 12)
+    assert rows[0]["lost_steps"] == 0
+    assert problems == ["interruption 1: the watcher recorded no notice with a durable checkpoint in segment s1"]
+
+
 def test_a_missing_segment_is_a_problem_not_a_crash():
     only = _segment("s1", 0, 0, [(1, 1)], finished=1)
-    rows, problems = analyse([only], [Interruption("A", "i-a", noticed_at=0.5)])
+    rows, problems = analyse([only], [Interruption("A", "i-a", noticed_at=0.5)], 12)
     assert rows == [] and "expected 2 trainer segments" in problems[0]
