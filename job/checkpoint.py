@@ -242,6 +242,9 @@ class CheckpointStore:
         timings = {"snapshot_s": snapshot_s, "serialize_s": written["serialize_s"], "fsync_s": written["fsync_s"]}
         log.info("checkpoint %s written (%.1f MB)", path.name, written["size"] / 1e6)
         if not self.bucket:
+            # No S3 copy to wait for: the file just written is the newest valid one, so keeping the newest K
+            # locally never drops the only valid checkpoint (without this a local-only run fills the disk).
+            self._prune_local(written["global_step"])
             return None
         return self._upload(path, written, timings)
 

@@ -6,6 +6,7 @@ tests. Every call has a short timeout: the watcher polls every few seconds and m
 """
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
@@ -59,6 +60,8 @@ class IMDS:
             return exc.code, exc.read() or b""
         except (urllib.error.URLError, OSError) as exc:  # refused, reset, timed out
             raise IMDSError(f"metadata service {self.endpoint} unreachable: {exc}") from exc
+        except http.client.HTTPException as exc:  # a reply cut short or garbled (IncompleteRead, BadStatusLine)
+            raise IMDSError(f"metadata service {self.endpoint} sent a broken reply: {exc!r}") from exc
 
     def _fetch_token(self) -> str:
         request = urllib.request.Request(self.endpoint + TOKEN_PATH, method="PUT",
@@ -87,7 +90,7 @@ class IMDS:
             request = urllib.request.Request(self.endpoint + path, headers={TOKEN_HEADER: self.token()})
             status, body = self._open(request)
             if status == 200:
-                return body.decode()
+                return body.decode("utf-8", errors="replace")
             if status == 404:
                 return None
             if status == 401 and attempt == 1:
@@ -98,13 +101,17 @@ class IMDS:
         raise AssertionError("unreachable")
 
     def get_json(self, path: str) -> dict | None:
+        """The JSON object at `path`, or None on 404; anything but a JSON object is an IMDSError."""
         body = self.get(path)
         if body is None:
             return None
         try:
-            return json.loads(body)
+            value = json.loads(body)
         except ValueError as exc:
             raise IMDSError(f"GET {path}: not JSON: {body[:200]!r}") from exc
+        if not isinstance(value, dict):
+            raise IMDSError(f"GET {path}: expected a JSON object, got {body[:200]!r}")
+        return value
 
     # --- what the project reads ----------------------------------------------------------------------
     def spot_instance_action(self) -> dict | None:

@@ -199,7 +199,8 @@ def _source_path(task: ShardTask, row: int) -> str | None:
     first = 0
     for source in task.sources:
         if row < first + source.rows:
-            images = pq.read_table(source.path, columns=["image"]).column("image").combine_chunks()
+            # only the path column: the image bytes of a whole source file would be ~0.5 GB to read for one name
+            images = pq.ParquetFile(source.path).read(columns=["image.path"]).column("image").combine_chunks()
             return images.field("path")[row - first].as_py()
         first += source.rows
     return None
@@ -237,6 +238,8 @@ def write_shard(task: ShardTask) -> dict:
     with open(data_tmp, "wb") as handle:
         for row, data, label in _rows(task):
             try:
+                if not data:  # a null or empty `image.bytes` cell: nothing to decode, so it counts as corrupt
+                    raise ValueError("the row has no image bytes")
                 jpeg, height, width = resized_jpeg(data, task.params.short_side, task.params.quality)
             except DECODE_ERRORS as error:
                 skipped.append({"row": row, "path": _source_path(task, row),

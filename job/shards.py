@@ -22,13 +22,14 @@ Why this format and not webdataset tar, parquet or litdata:
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from job.integrity import sha256_file  # re-exported: prepare and checkpoint hash through here
 
 FORMAT = "spot-jpeg-shards"
 FORMAT_VERSION = 1
@@ -42,14 +43,6 @@ INDEX_DTYPE = np.dtype([("offset", "<u8"), ("length", "<u4"), ("label", "<i4"), 
 
 def shard_stem(split: str, shard: int) -> str:
     return f"{SHARD_DIR}/{split}-{shard:05d}"
-
-
-def sha256_file(path: Path, chunk: int = 8 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_atomic(path: Path, data: bytes) -> None:

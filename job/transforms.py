@@ -5,13 +5,17 @@ torchvision.io.decode_jpeg (libjpeg-turbo) and the crop+resize is torch's antial
 channels_last view (its AVX2 fast path). Measured on the prepared shards at 176 px (bench/BENCHMARKS.md):
 this is ~1.8x faster than PIL with `draft` DCT scaling + PIL resize(box=...). DCT scaling does not pay here
 because prepare already stored the images at a short side (192) close to the training resolution, so a crop
-is almost never >= 2x the output size, which is when libjpeg's 1/2 scale could apply.
+is almost never >= 2x the output size, which is when libjpeg's 1/2 scale could apply. When it does (a crop
+>= 2x the output on both sides: a dataset prepared at a larger short side, low-resolution epochs of progressive
+resizing, validation crops of big stored images), `decode_crop` lets libjpeg-turbo decode at 1/2, 1/4 or 1/8
+scale (simplejpeg, the power-of-two scales only, as job/resize.py measured) and crops the scaled image.
 """
 from __future__ import annotations
 
 import math
 
 import numpy as np
+import simplejpeg
 import torch
 import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_jpeg
@@ -50,11 +54,36 @@ def center_crop_box(height: int, width: int, resolution: int, resize: int) -> Bo
     return (width - side) / 2, (height - side) / 2, side, side
 
 
-def decode_crop(jpeg, box: Box, size: int, flip: bool, out: torch.Tensor) -> None:
-    """Decode, crop `box`, resize to size x size (antialiased bilinear), maybe flip, into `out` (HWC uint8)."""
-    image = decode_jpeg(torch.frombuffer(bytearray(jpeg), dtype=torch.uint8), mode=ImageReadMode.RGB)
-    _, height, width = image.shape
+def dct_factor(box_width: float, box_height: float, size: int) -> int:
+    """Largest of 1, 2, 4, 8 that still leaves the crop at least `size` px on both sides once scaled."""
+    factor = 1
+    while factor < 8 and box_width / (2 * factor) >= size and box_height / (2 * factor) >= size:
+        factor *= 2
+    return factor
+
+
+def _decode_scaled(data: bytes, factor: int) -> tuple[torch.Tensor, int, int]:
+    """libjpeg-turbo decode at 1/factor scale (DCT scaling: fewer coefficients inverse-transformed): CHW uint8,
+    and the full-size height and width the box is measured in."""
+    height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+    pixels = simplejpeg.decode_jpeg(data, "RGB", min_height=math.ceil(height / factor),
+                                    min_width=math.ceil(width / factor))
+    return torch.from_numpy(pixels).permute(2, 0, 1), height, width
+
+
+def decode_crop(jpeg, box: Box, size: int, flip: bool, out: torch.Tensor, dct_scaling: bool = True) -> None:
+    """Decode, crop `box`, resize to size x size (antialiased bilinear), maybe flip, into `out` (HWC uint8).
+    With dct_scaling, a crop >= 2x the output is decoded at a reduced DCT scale and the box scaled to match."""
     left, top, w, h = box
+    factor = dct_factor(w, h, size) if dct_scaling else 1
+    if factor > 1:
+        image, full_height, full_width = _decode_scaled(bytes(jpeg), factor)
+        _, height, width = image.shape
+        sx, sy = width / full_width, height / full_height
+        left, top, w, h = left * sx, top * sy, w * sx, h * sy
+    else:
+        image = decode_jpeg(torch.frombuffer(bytearray(jpeg), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        _, height, width = image.shape
     x0, y0 = min(width - 1, max(0, round(left))), min(height - 1, max(0, round(top)))
     x1, y1 = max(x0 + 1, min(width, round(left + w))), max(y0 + 1, min(height, round(top + h)))
     crop = image[:, y0:y1, x0:x1].unsqueeze(0).contiguous(memory_format=torch.channels_last)

@@ -162,6 +162,10 @@ class Recorder:
             log.error("could not upload the %s event to s3://%s (%s); it is kept in %s", type_, bucket, exc,
                       records.events_path)
             return None
+        except OSError as exc:  # the local records file (disk full, permissions): the fields are in this log
+            log.error("could not write the %s event to %s (%s): %s", type_, records.events_path, exc,
+                      json.dumps(fields, default=str))
+            return None
         self.shared = records if shared else None
         log.info("recorded %s event in run %s segment %s%s", type_, run, segment,
                  f" (s3://{bucket})" if bucket else " (local only: no bucket)")
@@ -231,7 +235,7 @@ class Watcher:
         seen_at = time.time()
         try:
             action_at = parse_time(notice["time"])
-        except ValueError:
+        except (ValueError, TypeError, AttributeError):
             log.warning("cannot parse notice time %r; assuming two minutes from now", notice["time"])
             action_at = seen_at + 120
         deadline = min(action_at, seen_at + self.max_wait)
@@ -304,6 +308,12 @@ class Watcher:
                 delay = min(self.interval * 2 ** (self.failures - 1), self.max_backoff)
                 log.warning("metadata poll failed (%d in a row): %s; next try in %.1fs", self.failures, exc, delay)
                 next_poll = time.monotonic() + delay
+            except Exception:  # noqa: BLE001 - a bug or an odd reply must not end the watch: the next notice counts
+                self.failures += 1
+                delay = min(self.interval * 2 ** (self.failures - 1), self.max_backoff)
+                log.exception("watcher round failed unexpectedly (%d in a row); next try in %.1fs", self.failures,
+                              delay)
+                next_poll = time.monotonic() + delay
             next_poll = max(next_poll, time.monotonic())
             wait = max(0.0, next_poll - time.monotonic())
             if stop is not None:
@@ -313,6 +323,14 @@ class Watcher:
         return 0
 
 
+def _default_interval() -> float:
+    raw = os.environ.get("SPOT_WATCHER_INTERVAL", "5")
+    try:
+        return float(raw)
+    except ValueError:
+        sys.exit(f"SPOT_WATCHER_INTERVAL={raw!r} is not a number of seconds: unset it or set e.g. 5")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     target = parser.add_argument_group("what to signal (one of)")
@@ -320,7 +338,8 @@ def main(argv=None) -> int:
     target.add_argument("--pid", type=int, action="append", default=[], help="a process to signal (repeatable)")
     parser.add_argument("--bucket", help="run-records bucket (default: from RUN_DIR/spec.json)")
     parser.add_argument("--run", help="run name (default: from RUN_DIR/spec.json)")
-    parser.add_argument("--interval", type=float, default=5.0, help="seconds between metadata polls")
+    parser.add_argument("--interval", type=float, default=_default_interval(),
+                        help="seconds between metadata polls (default: $SPOT_WATCHER_INTERVAL, else 5)")
     parser.add_argument("--rebalance-checkpoint", action=argparse.BooleanOptionalAction, default=True,
                         help="send SIGUSR2 (early checkpoint) on a rebalance recommendation")
     parser.add_argument("--max-backoff", type=float, default=20.0, help="longest wait after metadata errors")

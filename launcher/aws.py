@@ -67,6 +67,17 @@ class Aws:
                 found.extend(Instance.from_api(i) for i in reservation["Instances"])
         return found
 
+    # ---------------------------------------------------------------------------------------- zones
+    def availability_zones(self) -> list[str]:
+        """Names of the region's available Availability Zones; Local and Wavelength Zones are left out
+        (the stack puts a public subnet in each zone returned, and GPU spot capacity lives in real AZs)."""
+        ec2 = self.client("ec2")
+        zones = ec2.describe_availability_zones(Filters=[
+            {"Name": "zone-type", "Values": ["availability-zone"]},
+            {"Name": "state", "Values": ["available"]},
+        ])["AvailabilityZones"]
+        return sorted(z["ZoneName"] for z in zones)
+
     # ------------------------------------------------------------------------------------- prices
     def spot_price(self, instance_type: str, az: str | None = None) -> float | None:
         """The latest Linux spot price of `instance_type` (in `az`, or the highest across AZs)."""

@@ -48,10 +48,15 @@ def context_args(context: dict[str, str]) -> list[str]:
     return args
 
 
-def run(args: list[str], *, context: dict[str, str], what: str) -> None:
-    """Run `cdk <args> -c k=v ...` in the project root, streaming each line; LauncherError on failure."""
+def run(args: list[str], *, context: dict[str, str], what: str, region: str | None = None) -> None:
+    """Run `cdk <args> -c k=v ...` in the project root, streaming each line; LauncherError on failure.
+
+    `region` is the run config's region: the stack is environment-agnostic, so the CLI deploys wherever its
+    environment points, and without this a profile's default region would win over the config."""
     argv = cdk_command() + args + context_args(context)
     env = {**os.environ, "JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION": "1", "CDK_DISABLE_VERSION_CHECK": "1"}
+    if region:
+        env.update(AWS_REGION=region, AWS_DEFAULT_REGION=region)
     progress.step(f"{what}: {' '.join(Path(argv[0]).name if i == 0 else a for i, a in enumerate(argv[:3]))} ...")
     tail: list[str] = []
     with progress.spinner(what) as update:
@@ -74,16 +79,16 @@ def run(args: list[str], *, context: dict[str, str], what: str) -> None:
                             + "\n".join(tail[-5:]))
 
 
-def deploy(context: dict[str, str], outputs_file: Path) -> dict[str, dict[str, str]]:
-    """`cdk deploy`; returns the outputs file ({stack: {OutputKey: value}})."""
+def deploy(context: dict[str, str], outputs_file: Path, *, region: str | None = None) -> dict[str, dict[str, str]]:
+    """`cdk deploy` in `region`; returns the outputs file ({stack: {OutputKey: value}})."""
     outputs_file.parent.mkdir(parents=True, exist_ok=True)
     run(["deploy", "--all", "--require-approval", "never", "--progress", "events",
-         "--outputs-file", str(outputs_file)], context=context, what="cdk deploy")
+         "--outputs-file", str(outputs_file)], context=context, what="cdk deploy", region=region)
     try:
         return json.loads(outputs_file.read_text())
     except (OSError, ValueError) as exc:
         raise LauncherError(f"cdk deploy wrote no readable outputs file at {outputs_file}: {exc}") from None
 
 
-def destroy(context: dict[str, str]) -> None:
-    run(["destroy", "--all", "--force"], context=context, what="cdk destroy")
+def destroy(context: dict[str, str], *, region: str | None = None) -> None:
+    run(["destroy", "--all", "--force"], context=context, what="cdk destroy", region=region)

@@ -72,8 +72,12 @@ class RunConfig:
     def hf_token_parameter(self) -> str:
         return f"/spot-resnet/{self.name}/hf-token"
 
-    def cdk_context(self, operator_cidr: str | None = None) -> dict[str, str]:
-        """The `-c key=value` pairs `cdk deploy`/`destroy` get (keys as infra/config.py reads them)."""
+    def cdk_context(self, operator_cidr: str | None = None,
+                    availability_zones: tuple[str, ...] | list[str] = ()) -> dict[str, str]:
+        """The `-c key=value` pairs `cdk deploy`/`destroy` get (keys as infra/config.py reads them).
+
+        `availability_zones` (looked up by `launcher up`) gives the stack a subnet in each; `[context]` in
+        the config overrides it like any other key."""
         ctx = {
             "stack_name": self.stack_name,
             "nodes": str(self.nodes),
@@ -90,6 +94,8 @@ class RunConfig:
             ctx["budget_email"] = self.budget_email
         if self.ssh.key_pair:
             ctx["key_pair"] = self.ssh.key_pair
+        if availability_zones:
+            ctx["availability_zones"] = ",".join(availability_zones)
         ctx.update({str(k): _context_value(v) for k, v in self.context.items()})
         return ctx
 

@@ -95,9 +95,10 @@ def train_table(opts: DrillOptions) -> dict:
             "checkpoint_every_min": 60, "keep_checkpoints": 2, "nproc_per_node": NPROC}
 
 
-# The watcher polls the metadata service every 5 s (job.watcher's default, as on AWS), and the trainer stops at
-# the step boundary after its signal: a notice costs up to this long in steps before the trainer stops.
-WATCHER_POLL_S = 5.0
+# The watcher polls the metadata service every WATCHER_POLL_S (5 s by default on AWS; 1 s here via
+# SPOT_WATCHER_INTERVAL, so that a notice lands within a few of the drill's sub-second CPU steps), and the
+# trainer stops at the step boundary after its signal: a notice may take this long to stop the trainer.
+WATCHER_POLL_S = 1.0
 NOTICE_SLACK_S = 2.0
 
 
@@ -490,6 +491,7 @@ class Drill:
         self.stack.enter_context(_environ({**self.moto.env, "SPOT_RESNET_HOME": str(self.root / "laptop"),
                                            TOKEN_ENV: self.token}))
         shared = {**self.moto.env, "HF_ENDPOINT": self.hub.url, "SPOT_WATCHER_SYSTEMD": "0",
+                  "SPOT_WATCHER_INTERVAL": str(WATCHER_POLL_S),
                   "OMP_NUM_THREADS": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "PYTHONUNBUFFERED": "1"}
         self.instances = []
         for slot, instance_type, az in SLOTS:
@@ -691,6 +693,7 @@ class Drill:
             "resume_s": [r["resume_s"] for r in rows],
             "steps_total": finished or 0, "results_page": str(page),
             "model": self.opts.model, "resolution": self.opts.resolution, "world_size": NPROC,
+            "watcher_poll_s": WATCHER_POLL_S,
             "epochs": self.train["epochs"], "steps_per_epoch": per_epoch,
             "training_wall_s": wall,
             # what each interruption cost in wall time (checkpoint, reclaim, replacement boot, restore, resume)

@@ -8,6 +8,8 @@ token that every other request must carry (401 without, or once it expired); ide
     POST /_control/notice     {"in_s": 0, "action": "terminate"}      spot interruption notice
     POST /_control/rebalance  {"in_s": 0}                             rebalance recommendation
     POST /_control/faults     {"5xx": N, "timeouts": N, "timeout_s": 3} the next N metadata requests fail
+                              {"truncated": N} 200 with a body cut short (the connection drops mid-body)
+                              {"garbage": N}   200 with a JSON body that is not an object
     POST /_control/expire-tokens                                      every issued token becomes invalid
     GET  /_control/stats                                              request counts, notice times
 
@@ -38,7 +40,7 @@ class _State:
         self.tokens: dict[str, float] = {}          # token -> monotonic expiry
         self.notice: dict | None = None             # {"visible_at": epoch, "action", "time"}
         self.rebalance: dict | None = None          # {"visible_at": epoch, "noticeTime"}
-        self.faults = {"5xx": 0, "timeouts": 0, "timeout_s": 3.0}
+        self.faults = {"5xx": 0, "timeouts": 0, "timeout_s": 3.0, "truncated": 0, "garbage": 0}
         self.counts: Counter = Counter()
 
     def identity_document(self) -> dict:
@@ -98,6 +100,15 @@ class _Handler(BaseHTTPRequestHandler):
                 st.faults["5xx"] -= 1
                 st.counts["5xx"] += 1
                 delay = None
+            elif st.faults["truncated"] > 0 and self.command == "GET":
+                st.faults["truncated"] -= 1
+                st.counts["truncated"] += 1
+                return self._send_truncated()
+            elif st.faults["garbage"] > 0 and self.command == "GET":
+                st.faults["garbage"] -= 1
+                st.counts["garbage"] += 1
+                self._send(200, '["not", "an", "object"]', "application/json")
+                return True
             else:
                 return False
         if delay is not None:
@@ -108,6 +119,17 @@ class _Handler(BaseHTTPRequestHandler):
                 pass
         else:
             self._send(500, "Internal Server Error")
+        return True
+
+    def _send_truncated(self) -> bool:
+        """Promise 100 bytes, send 10, drop the connection: what a reset mid-response looks like."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "100")
+        self.end_headers()
+        self.wfile.write(b'{"action":')
+        self.wfile.flush()
+        self.close_connection = True
         return True
 
     def do_PUT(self):
@@ -169,7 +191,7 @@ class _Handler(BaseHTTPRequestHandler):
                 st.rebalance = {"visible_at": visible, "noticeTime": format_time(visible)}
                 return self._send(200, st.rebalance)
             if self.path == "/_control/faults":
-                for key in ("5xx", "timeouts", "timeout_s"):
+                for key in ("5xx", "timeouts", "timeout_s", "truncated", "garbage"):
                     if key in body:
                         st.faults[key] = body[key]
                 return self._send(200, dict(st.faults))
@@ -227,8 +249,10 @@ class ImdsServer:
     def schedule_rebalance(self, in_s: float = 0) -> dict:
         return self.control("rebalance", {"in_s": in_s})
 
-    def inject_faults(self, *, errors_5xx: int = 0, timeouts: int = 0, timeout_s: float = 3.0) -> dict:
-        return self.control("faults", {"5xx": errors_5xx, "timeouts": timeouts, "timeout_s": timeout_s})
+    def inject_faults(self, *, errors_5xx: int = 0, timeouts: int = 0, timeout_s: float = 3.0, truncated: int = 0,
+                      garbage: int = 0) -> dict:
+        return self.control("faults", {"5xx": errors_5xx, "timeouts": timeouts, "timeout_s": timeout_s,
+                                       "truncated": truncated, "garbage": garbage})
 
     def expire_tokens(self) -> dict:
         return self.control("expire-tokens")

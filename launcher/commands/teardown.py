@@ -11,6 +11,7 @@ from typing import Callable
 
 from job import layout
 from launcher import cdk, progress, sshconfig
+from launcher.commands.up import region_zones
 from launcher.config import RunConfig
 from launcher.connection import UnreachableError
 from launcher.deployment import Deployment
@@ -104,9 +105,12 @@ def teardown(config: RunConfig, *, keep_data: bool = False, checkpoint: bool = T
         if not config.retain_bucket and keep_data:
             # The deployed template deletes the bucket with the stack: switch it to retained first.
             progress.step("switching the bucket to retained before destroying (--keep-data)")
-            cdk.deploy({**context, "destroy_bucket": "false"}, _outputs_file(config))
+            # The same zones as `launcher up` gave: otherwise this update would try to delete subnets in use.
+            zones = region_zones(config, deployment.aws)
+            cdk.deploy({**config.cdk_context(DESTROY_CIDR, zones), "destroy_bucket": "false"},
+                       _outputs_file(config), region=config.region)
             context["destroy_bucket"] = "false"
-        cdk.destroy(context)
+        cdk.destroy(context, region=config.region)
         result["destroyed"] = True
         progress.done(f"stack {config.stack_name} destroyed")
     else:

@@ -6,6 +6,7 @@ import os
 import urllib.request
 
 from launcher import cdk, progress, sshconfig
+from launcher.aws import Aws
 from launcher.config import RunConfig, check_cidr
 from launcher.connection import answers
 from launcher.deployment import Deployment, scratch_dir
@@ -28,12 +29,36 @@ def public_cidr(url: str | None = None, timeout: float = 10.0) -> str:
     return f"{address}/{address.max_prefixlen}"
 
 
+def region_zones(config: RunConfig, aws: Aws) -> tuple[str, ...]:
+    """The zones the stack gets a public subnet in: every available AZ of the config's region.
+
+    Synth does no lookups (it must work without credentials), so the launcher asks EC2 and passes them as
+    context; `[context] availability_zones` in the config wins when given."""
+    if "availability_zones" in config.context:
+        return ()
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        zones = aws.availability_zones()
+    except (BotoCoreError, ClientError) as exc:
+        raise LauncherError(f"could not list the Availability Zones of {config.region} ({exc}): check your AWS "
+                            "credentials (`aws sts get-caller-identity`) and the config's region") from None
+    if not zones:
+        raise LauncherError(f"EC2 reports no available Availability Zone in {config.region}: is the region "
+                            "enabled for your account? Pick another region in the config")
+    return tuple(zones)
+
+
 def up(config: RunConfig, *, checkip_url: str | None = None, instance_timeout_s: float = 1800,
        ssh_timeout_s: float = 600, poll_s: float = 10.0) -> dict:
     cidr = check_cidr(config.operator_cidr) if config.operator_cidr else public_cidr(checkip_url)
     progress.step(f"SSH will be admitted from {cidr}")
+    aws = Aws(config.region)
+    zones = region_zones(config, aws)
+    if zones:
+        progress.step(f"public subnets in every zone of {config.region}: {', '.join(zones)}")
     outputs_file = scratch_dir(config.name) / "cdk-outputs.json"
-    all_outputs = cdk.deploy(config.cdk_context(cidr), outputs_file)
+    all_outputs = cdk.deploy(config.cdk_context(cidr, zones), outputs_file, region=config.region)
     outputs = all_outputs.get(config.stack_name)
     if outputs is None and len(all_outputs) == 1:
         outputs = next(iter(all_outputs.values()))

@@ -14,7 +14,7 @@ from PIL import Image
 from job.loader import IMAGENET_MEAN, IMAGENET_STD, EvalLoader, TrainLoader, num_classes
 from job.prepare import prepare
 from job.shards import PreparedNotFound, ShardReader, open_split
-from job.transforms import random_resized_crop_box
+from job.transforms import dct_factor, decode_crop, random_resized_crop_box
 
 RES = 64  # small crops keep the tests fast; the code path is the same at 176/224
 
@@ -170,3 +170,31 @@ def test_bench_loader_prints_a_positive_rate(data):
     result = json.loads(proc.stdout)
     assert result["resolution"] == 96 and result["images_per_s"] > 0
     assert result["images"] > 0 and result["images"] % 16 == 0
+
+
+@pytest.mark.parametrize("box_side, size, factor", [(500, 64, 4), (127, 64, 1), (128, 64, 2), (512, 64, 8),
+                                                     (1024, 64, 8)])
+def test_dct_factor_is_the_largest_power_of_two_keeping_the_crop_at_least_the_output(box_side, size, factor):
+    assert dct_factor(box_side, box_side, size) == factor
+    assert dct_factor(box_side, size, size) == 1   # one short side is enough to need the full-size decode
+
+
+def test_dct_scaled_decode_crop_matches_the_full_size_decode():
+    """A big crop to a small output is decoded at a reduced DCT scale; the pixels stay those of the full decode."""
+    from skimage import data as photos
+    import simplejpeg
+
+    jpeg = simplejpeg.encode_jpeg(np.ascontiguousarray(photos.chelsea()), 90, "RGB", "420")  # 451 x 300 cat
+    box = (40.0, 20.0, 400.0, 270.0)
+    assert dct_factor(box[2], box[3], 64) == 4
+    scaled, full = torch.empty(64, 64, 3, dtype=torch.uint8), torch.empty(64, 64, 3, dtype=torch.uint8)
+    decode_crop(memoryview(jpeg), box, 64, True, scaled)
+    decode_crop(memoryview(jpeg), box, 64, True, full, dct_scaling=False)
+    difference = (scaled.int() - full.int()).abs().float()
+    assert difference.mean() < 3 and not torch.equal(scaled, full)   # close, and really a different decode
+    # the box is scaled with the image: a crop of the left half lands on the left half's pixels
+    left = torch.empty(64, 64, 3, dtype=torch.uint8)
+    decode_crop(memoryview(jpeg), (0.0, 0.0, 225.0, 300.0), 64, False, left, dct_scaling=False)
+    left_scaled = torch.empty(64, 64, 3, dtype=torch.uint8)
+    decode_crop(memoryview(jpeg), (0.0, 0.0, 225.0, 300.0), 64, False, left_scaled)
+    assert dct_factor(225, 300, 64) == 2 and (left_scaled.int() - left.int()).abs().float().mean() < 3

@@ -230,3 +230,27 @@ def test_in_process_prepare_gives_the_caller_its_thread_setting_back(hub_dataset
         assert cv2.getNumThreads() == 2
     finally:
         cv2.setNumThreads(before)
+
+
+def test_rows_without_image_bytes_are_reported_as_corrupt_not_a_crash(hub_dataset, tmp_path):
+    import pyarrow as pa
+
+    source, summary = hub_dataset
+    name = "data/validation-00000-of-00001.parquet"
+    table = pq.read_table(source / name)
+    images = table.column("image").to_pylist()
+    images[0] = {"bytes": None, "path": images[0]["path"]}   # a null cell
+    images[1] = {"bytes": b"", "path": images[1]["path"]}    # an empty one
+    table = table.set_column(0, table.schema.field("image"), pa.array(images, type=table.schema.field("image").type))
+    (tmp_path / "src" / "data").mkdir(parents=True)
+    pq.write_table(table, tmp_path / "src" / name)
+    out = tmp_path / "out"
+    result = prepare(tmp_path / "src", out, workers=1, splits=["validation"], progress=False)
+    skipped = read_index(out)["splits"]["validation"]["skipped"]
+    no_bytes = [item for item in skipped if "no image bytes" in item["error"]]
+    assert sorted(item["row"] for item in no_bytes) == [0, 1]
+    assert [item["path"] for item in sorted(no_bytes, key=lambda i: i["row"])] == [images[0]["path"], images[1]["path"]]
+    others = [item for item in skipped if item["row"] not in (0, 1)]
+    assert others and all("truncated" in item["error"] for item in others)  # the set's own corrupt files
+    assert result["skipped_corrupt"] == len(skipped) == 2 + len(others)
+    assert result["counts"]["validation"] == summary["counts"]["validation"] - len(skipped)

@@ -16,8 +16,8 @@ def test_steps_become_whole_epochs_of_at_most_a_full_epoch():
 
 
 def test_notices_leave_room_for_the_watchers_latency():
-    latency = latency_steps(2.0)              # 2 steps/s x (5 s poll + 2 s slack) + 1
-    assert latency == 15
+    latency = latency_steps(4.0)              # 4 steps/s x (1 s poll + 2 s slack) + 1
+    assert latency == 13
     total, position = 96, 6
     first = next_notice_step(position, total, 3, latency)
     assert position < first < total

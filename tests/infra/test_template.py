@@ -312,3 +312,28 @@ def test_instances_and_bucket_carry_the_stack_tag(synthesized):
     group = synthesized.one("AWS::AutoScaling::AutoScalingGroup")["Properties"]
     assert {"Key": PROJECT_TAG, "Value": "SpotResnet", "PropagateAtLaunch": True} in group["Tags"]
     assert {"Key": PROJECT_TAG, "Value": "SpotResnet"} in synthesized.one("AWS::S3::Bucket")["Properties"]["Tags"]
+
+
+def test_every_zone_of_a_six_zone_region_gets_its_own_public_subnet():
+    """`launcher up` passes all of us-east-1's six zones: each gets a public subnet with its own CIDR block
+    inside the VPC (the /20 subnets leave room for 16 zones)."""
+    import ipaddress
+
+    import aws_cdk as cdk
+    from aws_cdk.assertions import Match, Template
+
+    from infra.network import Network
+
+    zones = [f"us-east-1{letter}" for letter in "abcdef"]
+    stack = cdk.Stack(cdk.App(), "Zones")
+    Network(stack, "Network", operator_cidr=OPERATOR_CIDR, availability_zones=tuple(zones))
+    template = Template.from_stack(stack)
+    template.resource_count_is("AWS::EC2::Subnet", 6)
+    template.resource_count_is("AWS::EC2::NatGateway", 0)
+    subnets = template.find_resources("AWS::EC2::Subnet", {"Properties": {"MapPublicIpOnLaunch": True,
+                                                                          "AvailabilityZone": Match.any_value()}})
+    assert sorted(s["Properties"]["AvailabilityZone"] for s in subnets.values()) == zones
+    blocks = [ipaddress.ip_network(s["Properties"]["CidrBlock"]) for s in subnets.values()]
+    vpc = ipaddress.ip_network("10.40.0.0/16")
+    assert all(b.subnet_of(vpc) for b in blocks)
+    assert not any(a.overlaps(b) for i, a in enumerate(blocks) for b in blocks[i + 1:])

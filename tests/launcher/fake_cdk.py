@@ -2,9 +2,10 @@
 
 It appends its argv and context to $FAKE_CDK_LOG (JSON lines) and does to the moto server what the real
 stack would: `deploy` creates the bucket, a launch template, a spot Auto Scaling group tagged like a
-CloudFormation resource, and a stack with the real stack's output keys, then writes --outputs-file;
-`destroy` deletes the group (terminating its instances) and the stack. FAKE_CDK_LEAVE=instance makes
-destroy leave one tagged instance running (a leak teardown must report); FAKE_CDK_FAIL=1 exits 1.
+CloudFormation resource (in the zones given by the availability_zones context), and a stack with the real
+stack's output keys in the region the CLI was pointed at (AWS_REGION), then writes --outputs-file;
+`destroy` deletes the group (terminating its instances) and the stack. FAKE_CDK_LEAVE=instance,volume,spot-request
+makes destroy leave those behind, tagged with the stack (leaks teardown must report); FAKE_CDK_FAIL=1 exits 1.
 """
 from __future__ import annotations
 
@@ -44,10 +45,13 @@ def deploy(context: dict, options: dict) -> None:
     n = names(stack)
     s3, ec2 = boto3.client("s3"), boto3.client("ec2")
     asg, cfn = boto3.client("autoscaling"), boto3.client("cloudformation")
+    region = boto3.session.Session().region_name
     existing = [b["Name"] for b in s3.list_buckets().get("Buckets", [])]
     if n["bucket"] not in existing:
-        s3.create_bucket(Bucket=n["bucket"])
+        location = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+        s3.create_bucket(Bucket=n["bucket"], **location)
     types = context["instance_types"].split(",")
+    zones = context["availability_zones"].split(",") if context.get("availability_zones") else [f"{region}a"]
     if not ec2.describe_launch_templates(Filters=[{"Name": "launch-template-name", "Values": [n["lt"]]}])["LaunchTemplates"]:
         ec2.create_launch_template(LaunchTemplateName=n["lt"],
                                    LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": types[0]})
@@ -56,13 +60,13 @@ def deploy(context: dict, options: dict) -> None:
     else:
         asg.create_auto_scaling_group(
             AutoScalingGroupName=n["asg"], MinSize=0, MaxSize=max(1, int(context["nodes"])),
-            DesiredCapacity=int(context["nodes"]), AvailabilityZones=["us-east-1a"],
+            DesiredCapacity=int(context["nodes"]), AvailabilityZones=zones,
             LaunchTemplate={"LaunchTemplateName": n["lt"], "Version": "$Latest"},
             Tags=[{"Key": STACK_TAG, "Value": stack, "PropagateAtLaunch": True, "ResourceId": n["asg"],
                    "ResourceType": "auto-scaling-group"}])
     outputs = {"Bucket": n["bucket"], "AutoScalingGroupName": n["asg"],
-               "SiteUrl": f"https://{stack.lower()}.lambda-url.us-east-1.on.aws/",
-               "SecurityGroupId": "sg-0123456789abcdef0", "Region": "us-east-1"}
+               "SiteUrl": f"https://{stack.lower()}.lambda-url.{region}.on.aws/",
+               "SecurityGroupId": "sg-0123456789abcdef0", "Region": region}
     template = {"Resources": {"Handle": {"Type": "AWS::CloudFormation::WaitConditionHandle"}},
                 "Outputs": {k: {"Value": v} for k, v in outputs.items()}}
     try:
@@ -82,9 +86,18 @@ def destroy(context: dict) -> None:
     stack = context["stack_name"]
     n = names(stack)
     ec2, asg, cfn = boto3.client("ec2"), boto3.client("autoscaling"), boto3.client("cloudformation")
-    if os.environ.get("FAKE_CDK_LEAVE") == "instance":
+    leave = set(filter(None, os.environ.get("FAKE_CDK_LEAVE", "").split(",")))
+    tags = [{"Key": STACK_TAG, "Value": stack}]
+    if "instance" in leave:
         ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1, InstanceType="g5.xlarge",
-                          TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": STACK_TAG, "Value": stack}]}])
+                          TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])
+    if "volume" in leave:
+        ec2.create_volume(AvailabilityZone=f"{boto3.session.Session().region_name}a", Size=500, VolumeType="gp3",
+                          TagSpecifications=[{"ResourceType": "volume", "Tags": tags}])
+    if "spot-request" in leave:
+        ec2.request_spot_instances(InstanceCount=1, LaunchSpecification={"ImageId": "ami-12c6146b",
+                                                                         "InstanceType": "g4dn.xlarge"},
+                                   TagSpecifications=[{"ResourceType": "spot-instances-request", "Tags": tags}])
     if asg.describe_auto_scaling_groups(AutoScalingGroupNames=[n["asg"]])["AutoScalingGroups"]:
         asg.delete_auto_scaling_group(AutoScalingGroupName=n["asg"], ForceDelete=True)
     cfn.delete_stack(StackName=stack)
@@ -99,7 +112,8 @@ def destroy(context: dict) -> None:
 def main() -> int:
     command, context, options = parse(sys.argv)
     with open(os.environ["FAKE_CDK_LOG"], "a") as fh:
-        fh.write(json.dumps({"argv": sys.argv[1:], "command": command, "context": context, "cwd": os.getcwd()}) + "\n")
+        fh.write(json.dumps({"argv": sys.argv[1:], "command": command, "context": context, "cwd": os.getcwd(),
+                             "region": os.environ.get("AWS_REGION")}) + "\n")
     if os.environ.get("FAKE_CDK_FAIL"):
         print("fake cdk failure: stack rollback", file=sys.stderr)
         return 1

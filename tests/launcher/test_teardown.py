@@ -82,6 +82,24 @@ def test_teardown_reports_what_is_still_billable(tmp_path, home, aws, fake_cdk, 
     assert "Traceback" not in result.stderr
 
 
+def test_teardown_reports_leaked_volumes_and_spot_requests(tmp_path, home, aws, fake_cdk, monkeypatch):
+    deploy_with_fake_cdk(STACK + "-vol", tmp_path)
+    monkeypatch.setenv("FAKE_CDK_LEAVE", "volume,spot-request")
+    path = write_config(tmp_path / "run.toml", RUN, extra=f'stack = "{STACK}-vol"')
+    result = launcher("teardown", "--config", str(path), "--yes", "--no-checkpoint", "--leftover-wait-s", "1",
+                      "--json")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    left = json.loads(result.stdout)["leftovers"]
+    (volume,) = left["volumes"]
+    (request,) = left["spot_requests"]
+    assert volume.startswith("vol-") and "500 GiB" in volume
+    assert request.startswith("sir-")
+    assert left["auto_scaling_groups"] == []
+    text = launcher("teardown", "--config", str(path), "--yes", "--no-checkpoint", "--leftover-wait-s", "1")
+    assert text.returncode == 1 and "STILL BILLABLE" in text.stderr
+    assert f"volumes: {volume}" in text.stderr and f"spot_requests: {request}" in text.stderr
+
+
 def test_teardown_without_yes_asks_and_cancel_destroys_nothing(tmp_path, home, aws, fake_cdk):
     deploy_with_fake_cdk(STACK + "-ask", tmp_path)
     path = write_config(tmp_path / "run.toml", RUN, extra=f'stack = "{STACK}-ask"', sshd=None)

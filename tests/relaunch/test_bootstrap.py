@@ -91,3 +91,47 @@ def test_missing_run_gives_a_clear_error(bucket, instance):
     assert out.returncode == 2
     assert json.loads(out.stdout)["action"] == "error"
     assert "launcher train" in out.stderr and layout.active_run_key() in out.stderr
+
+
+def test_watcher_systemd_unit_is_valid_and_its_command_runs(imds, tmp_path):
+    """The unit the bootstrap installs on AWS: systemd accepts it, and its ExecStart with its Environment= lines
+    is a working watcher (it polls the metadata service named in the environment)."""
+    import os
+    import shlex
+    import shutil
+    import subprocess
+    import sys
+
+    from job.bootstrap import render_watcher_unit
+
+    from .conftest import REPO
+
+    run_dir = tmp_path / "runs" / "unit-run"
+    run_dir.mkdir(parents=True)
+    env = {**imds.env, "SPOT_WATCHER_INTERVAL": "0.2", "HF_ENDPOINT": "http://hub with space", "HOME": "/nowhere"}
+    text = render_watcher_unit(bucket="b", run="unit-run", run_dir=run_dir, pkg_dir=REPO, python=sys.executable,
+                               user="root", env=env)
+    unit = tmp_path / "spot-watcher-unit-run.service"
+    unit.write_text(text)
+    assert "HOME" not in text   # only the AWS_/SPOT_/HF_ settings travel into the unit
+    if shutil.which("systemd-analyze"):
+        verified = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
+        assert verified.returncode == 0, verified.stderr
+
+    lines = text.splitlines()
+    environment = dict(word.split("=", 1) for line in lines if line.startswith("Environment=")
+                       for word in shlex.split(line[len("Environment="):]))
+    assert environment["HF_ENDPOINT"] == "http://hub with space"
+    command = shlex.split(next(line for line in lines if line.startswith("ExecStart="))[len("ExecStart="):])
+    assert command[:3] == [sys.executable, "-m", "job.watcher"] and "--run-dir" in command
+    polls = lambda: imds.stats()["counts"].get("/latest/meta-data/spot/instance-action", 0)  # noqa: E731
+    before = polls()
+    proc = subprocess.Popen(command, cwd=REPO, env={"PATH": os.environ["PATH"], **environment},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: polls() >= before + 3, 20, "the unit's watcher to poll the metadata service")
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        proc.stderr.close()

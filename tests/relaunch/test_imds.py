@@ -78,3 +78,16 @@ def test_unreachable_endpoint_is_an_imds_error():
 def test_parse_time_accepts_fractional_seconds():
     assert parse_time("2020-01-07T01:03:47Z") == 1578359027.0
     assert parse_time("2020-01-07T01:03:47.5Z") == 1578359027.5
+
+
+def test_cut_short_and_non_object_replies_are_imds_errors(imds):
+    client = IMDS(imds.url, timeout=0.5)
+    assert client.spot_instance_action() is None     # token fetched; the faults hit only metadata GETs
+    imds.inject_faults(truncated=1, garbage=1)
+    with pytest.raises(IMDSError, match="broken reply"):
+        client.spot_instance_action()
+    with pytest.raises(IMDSError, match="expected a JSON object"):
+        client.rebalance_recommendation()
+    assert client.spot_instance_action() is None  # recovered
+    counts = imds.stats()["counts"]
+    assert counts["truncated"] == 1 and counts["garbage"] == 1

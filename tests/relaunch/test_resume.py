@@ -27,21 +27,22 @@ def _tree(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file() and not p.name.startswith(".")}
 
 
-def _agent(data_dir: Path, bucket: str, instance_id: str, max_steps: int, aws_env: dict) -> subprocess.CompletedProcess:
+def _agent(data_dir: Path, bucket: str, instance_id: str, max_steps: int, aws_env: dict,
+           run: str = RUN) -> subprocess.CompletedProcess:
     env = child_env(SPOT_DATA_DIR=str(data_dir), SPOT_PYTHON=sys.executable, AWS_EC2_METADATA_DISABLED="true",
                     SPOT_INSTANCE_ID=instance_id, SPOT_INSTANCE_TYPE="g5.xlarge", SPOT_AZ="us-east-1a",
                     OMP_NUM_THREADS="1", **aws_env)
     env.pop("AWS_EC2_METADATA_SERVICE_ENDPOINT", None)
-    result = subprocess.run([sys.executable, "-m", "job.agent", "--bucket", bucket, "--run", RUN, "--nproc", "1",
+    result = subprocess.run([sys.executable, "-m", "job.agent", "--bucket", bucket, "--run", run, "--nproc", "1",
                              "--max-steps", str(max_steps), "--lease-timeout", "60"],
                             env=env, cwd=REPO, capture_output=True, text=True, timeout=240)
     (data_dir / "agent-output.log").write_text(result.stdout + result.stderr)
     return result
 
 
-def _trainer_events(data_dir: Path) -> list[dict]:
+def _trainer_events(data_dir: Path, run: str = RUN) -> list[dict]:
     lines = []
-    for path in sorted((paths.run_dir(RUN, root=data_dir) / "records").glob("*/events.jsonl")):
+    for path in sorted((paths.run_dir(run, root=data_dir) / "records").glob("*/events.jsonl")):
         lines += [json.loads(line) for line in path.read_text().splitlines()]
     return lines
 

@@ -59,7 +59,7 @@ def test_watcher_survives_errors_timeouts_and_token_expiry(bucket, procs, tmp_pa
     # tokens die after 1 s whatever the client asks for: every later poll first gets a 401
     with ImdsServer(max_token_ttl_s=1) as server:
         trainer = procs.trainer(run_dir, bucket, run="r2")
-        server.inject_faults(errors_5xx=3, timeouts=2, timeout_s=2.0)
+        server.inject_faults(errors_5xx=3, timeouts=2, timeout_s=2.0, truncated=2, garbage=2)
         watcher = procs.watcher("--run-dir", str(run_dir), "--bucket", bucket, "--run", "r2",
                                 "--interval", "0.3", "--max-backoff", "0.6",
                                 env=child_env(**server.env))
@@ -73,6 +73,8 @@ def test_watcher_survives_errors_timeouts_and_token_expiry(bucket, procs, tmp_pa
     assert [s["signal"] for s in signals(run_dir)] == ["SIGUSR1"]
     log = watcher.stderr.read()
     assert counts["5xx"] == 3 and counts["timeouts"] == 2 and counts["token_requests"] >= 3
+    assert counts["truncated"] == 2 and counts["garbage"] == 2   # replies cut short, JSON that is no object
+    assert "broken reply" in log and "expected a JSON object" in log and "Traceback" not in log
     assert "metadata poll failed" in log and "HTTP 500" in log
     assert any(e["type"] == "notice" for e in _events(bucket, "r2"))
 

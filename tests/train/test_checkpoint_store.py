@@ -107,3 +107,15 @@ def test_keeps_the_newest_k_locally_and_in_s3(tmp_path, bucket):
     meta = json.loads((store.local_dir / "step-000000012.pt.json").read_text())
     assert get_json(client, bucket, layout.latest_checkpoint_key("store-test"))["sha256"] == meta["sha256"]
     store.close()
+
+
+def test_without_a_bucket_the_newest_k_are_kept_locally_and_used(tmp_path):
+    store = CheckpointStore(tmp_path / "ckpt", run="store-test", keep=2)
+    for step in (3, 6, 9):
+        assert store.save(_state(step, megabytes=1)).result(timeout=60) is None   # nothing to make durable
+    assert sorted(p.name for p in store.local_dir.glob("step-*.pt*")) == [
+        "step-000000006.pt", "step-000000006.pt.json", "step-000000009.pt", "step-000000009.pt.json"]
+    found = store.find_latest()
+    assert (found.global_step, found.source) == (9, "local")
+    assert torch.equal(load(found.path)["model"]["w"], _state(9, megabytes=1)["model"]["w"])
+    store.close()

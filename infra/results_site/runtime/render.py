@@ -307,13 +307,21 @@ def recipe_and_data_html(history, rows: list[dict]) -> str:
 _EVENT_SKIP = {"time", "type", "_segment", "instance_id", "instance_type", "az", "price_per_hour"}
 
 
+def _detail(key: str, value) -> str:
+    # *_time fields are epoch seconds from our writers, or an ISO string as the metadata service gives it
+    # (the watcher's notice_time): show the string rather than "—".
+    if key.endswith("_time") and summary_mod.number(value) is not None:
+        return fmt_time(value)
+    return fmt_value(value)
+
+
 def events_html(history, limit: int = 40) -> str:
     recent = [e for e in history.events if e.get("type") != "step"][-limit:]
     rows = []
     for e in reversed(recent):
         what = e.get("state") if e.get("type") == "state" else e.get("type")
-        details = " · ".join(f"{k}={fmt_time(v) if k.endswith('_time') else fmt_value(v)}"
-                             for k, v in sorted(e.items()) if k not in _EVENT_SKIP and k != "state")
+        details = " · ".join(f"{k}={_detail(k, v)}" for k, v in sorted(e.items())
+                             if k not in _EVENT_SKIP and k != "state")
         rows.append([esc(fmt_time(e["time"])), esc(what), esc(e.get("instance_id") or "—"), esc(details)])
     if not rows:
         return '<p class="empty">No events yet.</p>'
