@@ -35,7 +35,7 @@ from pathlib import Path
 
 import click
 
-from job import layout
+from job import layout, paths
 from launcher import progress
 from launcher.errors import LauncherError
 
@@ -167,6 +167,7 @@ class LocalInstance:
         self.slot, self.instance_type, self.az, self.drill_id = slot, instance_type, az, drill_id
         self.boots = 0
         self.imds = ImdsServer(instance_id=self._new_id(), instance_type=instance_type, az=az)
+        self._imds_serving = False
         data_dir = root / "data"
         self.sshd = LocalSshd(root=root, data_dir=data_dir, env={
             **shared_env, **self.imds.env,
@@ -191,6 +192,7 @@ class LocalInstance:
 
     def start(self) -> "LocalInstance":
         self.imds.start()
+        self._imds_serving = True
         self.sshd.start()
         return self
 
@@ -214,7 +216,8 @@ class LocalInstance:
             self.reclaim()
         finally:
             self.sshd.stop()
-            self.imds.stop()
+            if self._imds_serving:   # shutting down a server that never served would block forever
+                self.imds.stop()
 
     def notice(self) -> float:
         """Post a spot interruption notice (visible at once); returns when it became visible."""
@@ -227,16 +230,12 @@ class LocalInstance:
         return out.stdout.split() if out.returncode == 0 else []
 
     def trainer(self, run: str) -> dict:
-        from job import paths
-
         try:
             return json.loads((paths.run_dir(run, root=self.data_dir) / "trainer.json").read_text())
         except (OSError, ValueError):
             return {}
 
     def log_tail(self, run: str, lines: int = 25) -> str:
-        from job import paths
-
         path = paths.run_dir(run, root=self.data_dir) / "agent.log"
         try:
             return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -485,8 +484,8 @@ class Drill:
         summary = make_hub_dataset(hub_root, num_classes=CLASSES, train_per_class=TRAIN_PER_CLASS,
                                    val_per_class=VAL_PER_CLASS, seed=0)
         self.hub = HubServer(hub_root, REPO_ID, token=self.token)
-        self.stack.callback(self.hub.stop)
         self.hub.start()
+        self.stack.callback(self.hub.stop)   # after start: stopping a server that never served would block
         # What this process's launcher API needs: the AWS endpoint, the scratch dir, the token to put in SSM.
         self.stack.enter_context(_environ({**self.moto.env, "SPOT_RESNET_HOME": str(self.root / "laptop"),
                                            TOKEN_ENV: self.token}))
@@ -532,7 +531,7 @@ class Drill:
             if value:
                 return value
             state = instance.trainer(run).get("state")
-            if state == "failed" or (not allow_end and paths_session(run) not in instance.sessions()):
+            if state == "failed" or (not allow_end and paths.tmux_session(run) not in instance.sessions()):
                 raise DrillError(f"{what}: the run on {instance.name} ended (trainer state {state!r}). "
                                  f"Last lines of its agent.log:\n{instance.log_tail(run)}")
             return None
@@ -541,7 +540,7 @@ class Drill:
                                    describe=lambda: self._describe(instance, run))
 
     def _wait_session_end(self, instance: LocalInstance, run: str) -> None:
-        progress.wait_until(lambda: paths_session(run) not in instance.sessions(),
+        progress.wait_until(lambda: paths.tmux_session(run) not in instance.sessions(),
                             what=f"the agent on {instance.name} to release the lease and exit", timeout=120,
                             interval=0.5)
 
@@ -705,12 +704,6 @@ class Drill:
         }
 
 
-def paths_session(run: str) -> str:
-    from job import paths
-
-    return paths.tmux_session(run)
-
-
 def run_drill(opts: DrillOptions) -> dict:
     """Run the drill; every process and temporary directory is gone when this returns or raises."""
     if opts.interruptions < 0:
@@ -724,6 +717,13 @@ def run_drill(opts: DrillOptions) -> dict:
     if opts.interruptions and epochs * per_epoch < 4 * (opts.interruptions + 1):
         raise click.BadParameter(f"{opts.steps} steps leave too little room for {opts.interruptions} notices: "
                                  f"use --steps {4 * (opts.interruptions + 1)} or more", param_hint="--steps")
+    from launcher.testing.sshd import SSHD
+
+    missing = [what for what, found in ((f"openssh-server ({SSHD})", os.path.exists(SSHD)),
+                                        ("tmux", shutil.which("tmux"))) if not found]
+    if missing:
+        raise DrillError(f"the drill's local instances need {' and '.join(missing)}: run `make setup` "
+                         "(or apt-get install openssh-server tmux)")
     stack = ExitStack()
     try:
         with _stop_signals_raise():
