@@ -420,23 +420,16 @@ def _environ(values: dict[str, str]):
     """This process's boto3 and launcher API see the drill's endpoints for the duration, and nothing that could
     lead them to a real AWS account (a profile, a per-service endpoint)."""
     from job import s3
+    from job.testing.processes import scoped_environ
 
-    hidden = [k for k in os.environ if k.startswith("AWS_ENDPOINT_URL_") or k in ("AWS_PROFILE", "AWS_CONFIG_FILE",
-                                                                                   "AWS_SHARED_CREDENTIALS_FILE")]
-    saved = {k: os.environ.get(k) for k in [*values, *hidden]}
-    for key in hidden:
-        del os.environ[key]
-    os.environ.update(values)
-    s3._session.cache_clear()
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    hide = [k for k in os.environ if k.startswith("AWS_ENDPOINT_URL_") or k in ("AWS_PROFILE", "AWS_CONFIG_FILE",
+                                                                                 "AWS_SHARED_CREDENTIALS_FILE")]
+    with scoped_environ(values, hide=hide):
         s3._session.cache_clear()
+        try:
+            yield
+        finally:
+            s3._session.cache_clear()
 
 
 def default_results_path() -> Path:

@@ -1,12 +1,11 @@
 """Shared fixtures: the real local stand-ins (moto server, real-photo dataset)."""
 from __future__ import annotations
 
-import os
 import uuid
 
 import pytest
 
-from job.testing.moto_server import MotoServer, aws_env
+from job.testing.moto_server import MotoServer
 
 
 @pytest.fixture(scope="session")

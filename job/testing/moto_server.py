@@ -7,7 +7,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from contextlib import contextmanager
+
+from job.testing.processes import scoped_environ, stop_process
 
 FAKE_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -63,13 +64,7 @@ class MotoServer:
         urllib.request.urlopen(urllib.request.Request(self.url + "/moto-api/reset", method="POST"), timeout=10).read()
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
     def __enter__(self) -> "MotoServer":
         return self.start()
@@ -78,16 +73,6 @@ class MotoServer:
         self.stop()
 
 
-@contextmanager
 def aws_env(server: MotoServer):
     """Point this process's boto3 at the server for the duration of the block."""
-    saved = {k: os.environ.get(k) for k in server.env}
-    os.environ.update(server.env)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    return scoped_environ(server.env)

@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from job.testing.processes import stop_process
+
 SSHD = "/usr/sbin/sshd"
 SSH_KEYGEN = "/usr/bin/ssh-keygen"
 
@@ -183,12 +185,7 @@ class LocalSshd:
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.drop_connections()
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop_process(self.proc)
         self.proc = None
 
     def close(self) -> None:

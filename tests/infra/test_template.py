@@ -1,7 +1,6 @@
 """The synthesized template has every property the issue asks for (one shared synth per variant)."""
 from __future__ import annotations
 
-import base64
 import json
 
 from infra.config import DEFAULT_AMI_PARAMETER
