@@ -556,10 +556,21 @@ class Drill:
     def measure_speed(self, instance: LocalInstance, window_s: float = 3.0) -> float:
         """Training steps per second of the running trainer (from trainer.json's step and write time)."""
         first = instance.trainer(RUN)
+
+        def measured_or_over(t: dict) -> bool:
+            return t.get("state") in ("finished", "interrupted") or (
+                t.get("global_step", 0) >= first.get("global_step", 0) + 3
+                and t.get("updated", 0) >= first.get("updated", 0) + window_s)
+
         self._wait(instance, RUN, "a few steps to measure the training speed",
-                   lambda: (lambda t: t.get("global_step", 0) >= first.get("global_step", 0) + 3
-                            and t.get("updated", 0) >= first.get("updated", 0) + window_s)(instance.trainer(RUN)))
+                   lambda: measured_or_over(instance.trainer(RUN)), allow_end=True)
         last = instance.trainer(RUN)
+        if last.get("state") in ("finished", "interrupted"):
+            # A fast machine can finish a short run before a single notice could be placed.
+            needed = max(2 * self.total_steps, 4 * (self.opts.interruptions + 1))
+            raise DrillError(f"the run reached state {last.get('state')!r} at step {last.get('global_step')} before "
+                             f"{self.opts.interruptions} notice(s) could be placed: use --steps {needed} or more "
+                             "(or fewer --interruptions)")
         speed = (last["global_step"] - first["global_step"]) / max(1e-3, last["updated"] - first["updated"])
         progress.info(f"training at {speed:.2f} steps/s: a notice may take up to {latency_steps(speed)} steps to stop "
                       f"the trainer (watcher polls every {WATCHER_POLL_S:.0f}s)")
