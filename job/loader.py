@@ -139,6 +139,15 @@ class _DeviceSide:
     def labels(self, labels: torch.Tensor) -> torch.Tensor:
         return labels.to(self.device, non_blocking=self.non_blocking)
 
+    def batch(self, item, raw: bool, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One collated worker batch -> (images, labels) on the device; `raw` batches are decoded there."""
+        if raw:
+            jpegs, geometry, labels = item
+            images = _gpu_decode_batch(jpegs, geometry, resolution, self.device)
+        else:
+            images, labels = item
+        return self.images(images), self.labels(labels)
+
 
 def _gpu_decode_batch(jpegs, geometry, size: int, device) -> torch.Tensor:
     """UNTESTED (no GPU here): nvJPEG decode of a micro-batch, crop/resize/flip on the GPU -> uint8 NHWC."""
@@ -218,12 +227,7 @@ class TrainLoader:
     def __iter__(self):
         step = []
         for item in self._loader:
-            if self.raw:
-                jpegs, geometry, labels = item
-                images = _gpu_decode_batch(jpegs, geometry, self.sampler.resolution, self.device_side.device)
-            else:
-                images, labels = item
-            step.append((self.device_side.images(images), self.device_side.labels(labels)))
+            step.append(self.device_side.batch(item, self.raw, self.sampler.resolution))
             if len(step) == self.accum:
                 yield step
                 step = []
@@ -265,9 +269,4 @@ class EvalLoader:
 
     def __iter__(self):
         for item in self._loader:
-            if self.raw:
-                jpegs, geometry, labels = item
-                images = _gpu_decode_batch(jpegs, geometry, self.sampler.resolution, self.device_side.device)
-            else:
-                images, labels = item
-            yield self.device_side.images(images), self.device_side.labels(labels)
+            yield self.device_side.batch(item, self.raw, self.sampler.resolution)

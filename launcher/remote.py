@@ -8,7 +8,7 @@ import json
 import shlex
 
 from job import paths
-from launcher import connection
+from launcher import connection, progress
 from launcher.errors import LauncherError
 
 SESSION_PREFIX = paths.tmux_session("")      # "spot-"
@@ -97,3 +97,13 @@ class Remote:
             except json.JSONDecodeError:
                 continue
         raise LauncherError(f"the job bootstrap printed no JSON result line: {out[-500:]!r}")
+
+
+def start_run(remote, bucket: str, run: str) -> dict:
+    """Run the job bootstrap (idempotent: starts the run's tmux session or finds it) and report what it did."""
+    with progress.spinner("running the job bootstrap"):
+        result = remote.bootstrap(bucket, run)
+    if result.get("action") == "error":
+        raise LauncherError(f"the job bootstrap failed: {result.get('error')}")
+    progress.done(f"bootstrap: {result.get('action')} (tmux session {paths.tmux_session(run)})")
+    return result

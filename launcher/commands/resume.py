@@ -13,6 +13,7 @@ from launcher import progress, transfer
 from launcher.config import RunConfig
 from launcher.deployment import Deployment
 from launcher.errors import LauncherError
+from launcher.remote import start_run
 
 
 def resume(config: RunConfig) -> dict:
@@ -33,11 +34,7 @@ def resume(config: RunConfig) -> dict:
                 pkg = transfer.download_package(s3, bucket, config.name, Path(tmp))
                 transfer.push_package(remote, config.name, pkg)
             progress.done(f"package extracted at {remote.package_dir(config.name)}")
-        with progress.spinner("running the job bootstrap"):
-            result = remote.bootstrap(bucket, config.name)
-        if result.get("action") == "error":
-            raise LauncherError(f"the job bootstrap failed: {result.get('error')}")
-        progress.done(f"bootstrap: {result.get('action')} (tmux session spot-{config.name})")
+        result = start_run(remote, bucket, config.name)
         return {"run": config.name, "host": remote.conn.host, "bootstrap": result}
     finally:
         remote.conn.close()

@@ -11,6 +11,7 @@ from launcher import package, progress, transfer
 from launcher.config import RunConfig, require_dataset_access
 from launcher.deployment import Deployment, scratch_dir
 from launcher.errors import LauncherError
+from launcher.remote import start_run
 
 
 def build_spec(config: RunConfig, bucket: str, *, token_parameter: str | None, prices: dict[str, float],
@@ -104,11 +105,7 @@ def train(config: RunConfig, *, force: bool = False) -> dict:
             with progress.spinner(f"pushing the package to {remote.conn.host}"):
                 changed = transfer.push_package(remote, config.name, pkg)
             progress.done(f"package {'extracted' if changed else 'already'} at {remote.package_dir(config.name)}")
-        with progress.spinner("running the job bootstrap"):
-            result = remote.bootstrap(bucket, config.name)
-        if result.get("action") == "error":
-            raise LauncherError(f"the job bootstrap failed: {result.get('error')}")
-        progress.done(f"bootstrap: {result.get('action')} (tmux session spot-{config.name})")
+        result = start_run(remote, bucket, config.name)
         return {"run": config.name, "bucket": bucket, "host": remote.conn.host, "package_sha256": pkg.sha256,
                 "hf_token_parameter": token_parameter, "bootstrap": result}
     finally:
