@@ -388,31 +388,30 @@ def compare_final_weights(s3, bucket: str, run: str, reference: str, workdir: Pa
 
 # ------------------------------------------------------------------------------------------ the drill
 @contextmanager
+def _handling(signals, handler):
+    """Route `signals` to `handler` for the block, then give back the previous handlers."""
+    saved = {sig: signal.signal(sig, handler) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, previous in saved.items():
+            signal.signal(sig, previous)
+
+
 def _stop_signals_raise():
     """SIGTERM and SIGHUP unwind like Ctrl-C, so the same cleanup runs."""
     def interrupt(signum, _frame):
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
-    saved = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
+    return _handling((signal.SIGTERM, signal.SIGHUP), interrupt)
 
 
-@contextmanager
 def _shielded():
     """Cleanup must finish: further Ctrl-C / SIGTERM only say so."""
     def wait(_signum, _frame):
         progress.warn("cleaning up the drill's processes and files; one moment")
 
-    saved = {sig: signal.signal(sig, wait) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
+    return _handling((signal.SIGINT, signal.SIGTERM, signal.SIGHUP), wait)
 
 
 @contextmanager

@@ -5,12 +5,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from job.testing.imds_server import ImdsServer
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CONTRACT_TRAINER = Path(__file__).with_name("contract_trainer.py")
@@ -29,16 +29,6 @@ def imds(monkeypatch):
 
 def child_env(**extra) -> dict:
     return {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", **extra}
-
-
-def wait_for(predicate, timeout: float, what: str, step: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class Procs:

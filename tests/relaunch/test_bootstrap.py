@@ -11,7 +11,7 @@ from job.lease import Lease
 from job.records import RunRecords, read_state
 from job.s3 import client
 
-from .conftest import wait_for
+from tests.waiting import wait_for
 from .instance import LocalInstance, upload_run
 
 

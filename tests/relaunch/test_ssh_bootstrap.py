@@ -19,7 +19,9 @@ from job.testing.imds_server import ImdsServer
 from launcher.testing.sshd import LocalSshd
 from tests.train.conftest import TINY
 
-from .conftest import REPO, child_env, wait_for
+from tests.waiting import wait_for
+
+from .conftest import REPO, child_env
 from .instance import upload_run
 from .test_resume import _agent, _trainer_events, _tree
 

@@ -8,7 +8,9 @@ import time
 from job import layout
 from job.s3 import client, list_keys
 
-from .conftest import child_env, signals, wait_for
+from tests.waiting import wait_for
+
+from .conftest import child_env, signals
 
 INTERVAL = 1.0
 

@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -66,16 +65,6 @@ def run_trainer(spec: Path, data: Path, run_dir: Path, env: dict, nproc: int = 2
 
 def trainer_json(run_dir: Path) -> dict:
     return json.loads((run_dir / "trainer.json").read_text())
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def metrics(run_dir: Path, type_: str) -> list[dict]:

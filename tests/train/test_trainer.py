@@ -17,7 +17,8 @@ import torch
 from job import checkpoint, layout
 from job.s3 import get_json
 from tests.train.conftest import (REPO, TINY, events, metrics, run_trainer, steps_per_epoch, torchrun_cmd,
-                                  trainer_env, trainer_json, wait_for, write_spec)
+                                  trainer_env, trainer_json, write_spec)
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(240)
 
