@@ -76,7 +76,7 @@ def test_bootstrap_over_ssh_resumes_the_run_and_never_starts_a_second_trainer(hu
         run_dir = paths.run_dir(RUN, root=sshd.data_dir)
         agent_log = run_dir / "agent.log"
         wait_for(lambda: (read_state(s3, bucket, RUN) or {}).get("state") in ("finished", "failed"), 240,
-                 "the resumed run to end", step=0.5)
+                 "the resumed run to end", interval=0.5)
         wait_for(lambda: sshd.run_as_instance("tmux", "has-session", "-t", f"={session}",
                                               capture_output=True).returncode != 0, 30, "the session to end")
         log = agent_log.read_text()
